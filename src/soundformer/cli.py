@@ -1,0 +1,257 @@
+"""The ``soundformer`` command: argv -> config objects -> one call per subcommand.
+
+User errors (``SoundformerError``) become one message on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import SoundformerError
+
+DATA_ENV = "SOUNDFORMER_DATA"
+EPILOG_DATA = (
+    "--data defaults to ESC-10 in the user cache ($SOUNDFORMER_DATA, else "
+    "~/.cache/soundformer/datasets/esc10), downloaded on first use."
+)
+
+
+def default_data_dir() -> Path:
+    from .data.audio import cache_root
+
+    return Path(os.environ.get(DATA_ENV) or cache_root() / "datasets" / "esc10")
+
+
+def resolve_data(arg: str | None, log=print) -> Path:
+    if arg:
+        return Path(arg).expanduser()
+    path = default_data_dir()
+    if not path.exists():
+        from .data.download import download
+
+        log(f"no --data given and {path} is empty: downloading ESC-10 there (one time)")
+        download("esc10", path.parent, name=path.name)
+    return path
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+def _add_config_args(p: argparse.ArgumentParser, preset_default: str | None = "logmel-transformer") -> None:
+    p.add_argument("--preset", default=preset_default,
+                   help="model preset name or a YAML file (see `soundformer presets`); default: %(default)s")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=3e-4 (repeatable)")
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", help="data set folder or CSV manifest (default: ESC-10 in the user cache)")
+    p.add_argument("--format", default=None,
+                   choices=["auto", "esc50", "esc10", "folder", "csv", "urbansound8k"],
+                   help="force a data layout instead of auto-detecting it")
+    p.add_argument("--subset", default=None, choices=["esc10"], help="ESC-50 layout: keep only the ESC-10 classes")
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, help="override train.epochs")
+    p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="override train.device")
+    p.add_argument("--tracker", choices=["local", "tensorboard", "wandb"], help="override train.tracker")
+    p.add_argument("--skip-bad", action="store_true", help="train without unreadable audio files (listed)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars; a log line every 10 epochs")
+
+
+def _config_from_args(args) -> Config:  # noqa: F821
+    from .config import load_config
+
+    overrides = list(args.overrides)
+    for flag, key in (("epochs", "train.epochs"), ("seed", "train.seed"), ("device", "train.device"),
+                      ("tracker", "train.tracker"), ("format", "data.format"), ("subset", "data.subset")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    if getattr(args, "skip_bad", False):
+        overrides.append("data.skip_bad=true")
+    return load_config(args.preset, overrides)
+
+
+def _manifest(cfg, data_path: Path):
+    from .data.sources import load_manifest
+
+    d = cfg.data
+    return load_manifest(data_path, format=d.format, subset=d.subset, k_folds=d.k_folds,
+                         split_seed=d.split_seed, allow_outside_root=d.allow_outside_root)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="soundformer",
+        description="Train, compare and understand audio classifiers; the centre is a transformer "
+                    "written from scratch in PyTorch.",
+        epilog="Run `soundformer COMMAND --help` for each command. " + EPILOG_DATA,
+    )
+    parser.add_argument("--version", action="version", version=f"soundformer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # data
+    p_data = sub.add_parser("data", help="inspect or download data sets")
+    data_sub = p_data.add_subparsers(dest="data_command", metavar="ACTION")
+    p_info = data_sub.add_parser("info", help="counts per class and fold, durations, rates, bad files",
+                                 epilog=EPILOG_DATA)
+    _add_data_args(p_info)
+    p_info.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p_dl = data_sub.add_parser("download", help="download ESC-50 or ESC-10 (official archives)")
+    p_dl.add_argument("dataset", choices=["esc50", "esc10"])
+    p_dl.add_argument("--dest", required=True, help="folder to put the data set in")
+    p_dl.add_argument("--url", help="download from this address instead of the official archive")
+    p_dl.add_argument("--sha256", help="expected SHA-256 of the archive")
+
+    # presets / summary
+    sub.add_parser("presets", help="list the model presets")
+    p_sum = sub.add_parser("summary", help="parameters and multiply-accumulates of a preset")
+    _add_config_args(p_sum)
+    p_sum.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
+    p_sum.add_argument("--layers", action="store_true", help="also print the module tree")
+
+    # train
+    p_train = sub.add_parser("train", help="train one model on one fold split", epilog=EPILOG_DATA)
+    _add_config_args(p_train)
+    _add_data_args(p_train)
+    p_train.add_argument("--test-fold", type=int, help="fold held out for testing (default: the last fold)")
+    p_train.add_argument("--val-fold", type=int,
+                         help="fold used for validation (default: a slice of the training folds)")
+    p_train.add_argument("--out", required=True, help="run folder to create")
+    p_train.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p_train.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    _add_run_args(p_train)
+
+    # cv
+    p_cv = sub.add_parser("cv", help="cross-validate a preset (report or standard protocol)", epilog=EPILOG_DATA)
+    _add_config_args(p_cv)
+    _add_data_args(p_cv)
+    p_cv.add_argument("--protocol", choices=["report", "standard"], default="standard",
+                      help="report: 4-fold CV on folds 1-4 + test on fold 5; standard: 5-fold "
+                           "leave-one-out (default: %(default)s)")
+    p_cv.add_argument("--test-fold", type=int, help="report protocol: held-out fold (default: last)")
+    p_cv.add_argument("--out", required=True, help="folder for the runs (finished jobs are skipped)")
+    p_cv.add_argument("--jobs", type=int, default=1, help="parallel jobs (threads split between them)")
+    _add_run_args(p_cv)
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_presets(args) -> int:
+    from .config import load_config, preset_names
+
+    for name in preset_names():
+        print(f"{name:22s} {load_config(name).description}")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from .models import build_model, count_macs, count_parameters
+    from .train import window_samples
+
+    cfg = _config_from_args(args)
+    model = build_model(cfg, args.classes)
+    trainable, frozen = count_parameters(model)
+    window = window_samples(cfg)
+    windows_per_clip = max(1, round(5.0 / cfg.audio.window_seconds))
+    macs = count_macs(model, window) * windows_per_clip
+    print(f"preset                  {cfg.name}")
+    print(f"model                   {cfg.model.name} ({type(model).__name__})")
+    print(f"input                   {cfg.audio.window_seconds:g} s windows at {cfg.audio.sample_rate} Hz "
+          f"({window} samples, {cfg.features.kind})")
+    print(f"trainable parameters    {trainable:,}")
+    print(f"non-trainable params    {frozen:,}")
+    print(f"MACs per 5-s clip       {macs:,} ({macs / 1e9:.3f} G, {windows_per_clip} window(s))")
+    if args.layers:
+        print(model)
+    return 0
+
+
+def cmd_data(args) -> int:
+    if args.data_command == "download":
+        from .data.download import download
+
+        path = download(args.dataset, Path(args.dest), url=args.url, sha256=args.sha256)
+        print(f"{args.dataset} is ready at {path}")
+        return 0
+    if args.data_command == "info":
+        from .config import load_config
+        from .data.info import describe, format_info
+
+        overrides = [f"data.format={args.format}"] if args.format else []
+        if args.subset:
+            overrides.append(f"data.subset={args.subset}")
+        cfg = load_config("logmel-transformer", overrides)
+        manifest = _manifest(cfg, resolve_data(args.data))
+        info = describe(manifest)
+        print(json.dumps(info, indent=2) if args.json else format_info(info))
+        return 1 if info["bad_files"] else 0
+    build_parser().parse_args(["data", "--help"])
+    return 2
+
+
+def cmd_train(args) -> int:
+    from .cv import Job, make_split
+    from .train import run_job
+
+    cfg = _config_from_args(args)
+    manifest = _manifest(cfg, resolve_data(args.data))
+    folds = manifest.folds
+    test = args.test_fold if args.test_fold is not None else folds[-1]
+    for flag, fold in (("--test-fold", test), ("--val-fold", args.val_fold)):
+        if fold is not None and fold not in folds:
+            raise SoundformerError(f"{flag} {fold} is not one of the data's folds {folds}")
+    if args.val_fold is not None and args.val_fold == test:
+        raise SoundformerError("--val-fold must differ from --test-fold: the test fold never guides training")
+    val = [args.val_fold] if args.val_fold is not None else []
+    job = Job(Path(args.out).name, [f for f in folds if f != test and f not in val], val, [test])
+    summary = run_job(cfg, manifest, make_split(manifest, job, cfg), Path(args.out), resume=args.resume,
+                      overwrite=args.overwrite, progress=not args.quiet)
+    print(f"{cfg.name}: train acc {summary['train_acc']:.3f}, val acc {summary.get('val_acc', float('nan')):.3f}, "
+          f"test acc {summary.get('test_acc', float('nan')):.3f} (fold {test}); selected {summary['selected']}; "
+          f"run folder {args.out}")
+    return 0
+
+
+def cmd_cv(args) -> int:
+    from .cv import run_cv
+
+    cfg = _config_from_args(args)
+    manifest = _manifest(cfg, resolve_data(args.data))
+    summary = run_cv(cfg, manifest, Path(args.out), protocol=args.protocol, jobs=max(1, args.jobs),
+                     test_fold=args.test_fold, progress=not args.quiet)
+    per = ", ".join(f"{k} {v['test_acc']:.3f}" for k, v in summary["per_job"].items())
+    print(f"{cfg.name} ({args.protocol}): test acc {summary['test_acc_mean']:.4f} +- {summary['test_acc_std']:.4f} [{per}]")
+    if "ensemble_test_acc" in summary:
+        print(f"ensemble of the fold models on the held-out fold: {summary['ensemble_test_acc']:.4f}")
+    print(f"summary: {Path(args.out) / 'cv_summary.json'}")
+    return 0
+
+
+COMMANDS = {"presets": cmd_presets, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "cv": cmd_cv}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 2
+    try:
+        return COMMANDS[args.command](args)
+    except SoundformerError as exc:
+        print(f"soundformer: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("soundformer: interrupted", file=sys.stderr)
+        return 130

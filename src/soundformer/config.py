@@ -1,0 +1,373 @@
+"""Configuration: dataclasses, YAML presets, ``--set key=value`` overrides and validation.
+
+A preset is a YAML file in ``soundformer/presets``; it may name a ``base`` preset whose values
+it overrides. The resolved config (every field, after overrides) is saved with each run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import SoundformerError
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # data set folder or CSV manifest ("" = ESC-10 in the user cache)
+    format: str = "auto"  # auto|esc50|esc10|folder|csv|urbansound8k
+    subset: str = ""  # esc50 only: "esc10" keeps the ESC-10 classes
+    k_folds: int = 5  # folds made for layouts that have none (folder, csv without fold)
+    split_seed: int = 0
+    skip_bad: bool = False
+    allow_outside_root: bool = False  # may a CSV manifest name files outside its folder?
+
+
+@dataclass
+class AudioConfig:
+    sample_rate: int = 16000
+    window_seconds: float = 5.0  # model input length; longer clips are cut into windows
+    short_policy: str = "pad"  # pad|loop: how a clip shorter than one window is filled
+    cache: bool = True  # keep decoded + resampled audio on disk
+
+
+@dataclass
+class FeatureConfig:
+    kind: str = "waveform"  # waveform|logmel
+    n_fft: int = 1024
+    hop_length: int = 320
+    n_mels: int = 64
+    f_min: float = 0.0
+    f_max: float = 0.0  # 0 = sample_rate / 2
+    normalize: bool = True  # per-mel-bin mean/std from the training data
+
+
+@dataclass
+class ModelConfig:
+    name: str = "logmel_transformer"  # seed_cnn|seed_transformer|logmel_cnn|logmel_transformer
+    # convolutional front-end (the seed CNN's channels, or the log-mel stem's)
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    # transformer encoder
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_dim: int = 256
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    drop_path: float = 0.1
+    norm_first: bool = True  # pre-norm (True) or post-norm as in the original transformer
+    positions: str = "sinusoidal"  # sinusoidal|learned
+    attention: str = "manual"  # manual (hand-written) | fused (scaled_dot_product_attention)
+    token_layout: str = "time"  # seed transformer: channels (the report's) | time
+    pool_time: int = 2  # log-mel stem: time pooling per conv block
+    max_tokens: int = 1024  # learned positions: table size
+
+
+@dataclass
+class AugmentConfig:
+    random_crop: bool = True  # random window position in training (a time shift)
+    gain_db: float = 0.0  # random gain in +-gain_db
+    mixup_alpha: float = 0.0  # 0 = off
+    freq_masks: int = 0  # SpecAugment (log-mel models only)
+    freq_mask_width: int = 8
+    time_masks: int = 0
+    time_mask_width: int = 20
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 100
+    batch_size: int = 32
+    optimizer: str = "adam"  # adam|adamw
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "constant"  # constant|cosine|onecycle
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # 0 = off
+    early_stopping: int = 0  # patience in epochs; 0 = off
+    select: str = "best"  # which checkpoint is evaluated: best (by validation) | last
+    windows_per_clip: int = 1  # training samples drawn from each clip per epoch
+    val_fraction: float = 0.1  # standard protocol: validation share taken from training folds
+    eval_hop: float = 1.0  # evaluation window hop, as a fraction of the window
+    seed: int = 0
+    device: str = "auto"  # auto|cpu|cuda
+    amp: str = "auto"  # auto|bf16|fp16|off (autocast on GPU only)
+    threads: int = 0  # CPU threads; 0 = the free cores
+    ema: float = 0.0  # weight EMA decay; 0 = off
+    tracker: str = "local"  # local|tensorboard|wandb
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    description: str = ""
+    data: DataConfig = field(default_factory=DataConfig)
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "data.format": ("auto", "esc50", "esc10", "folder", "csv", "urbansound8k"),
+    "data.subset": ("", "esc10"),
+    "audio.short_policy": ("pad", "loop"),
+    "features.kind": ("waveform", "logmel"),
+    "model.name": ("seed_cnn", "seed_transformer", "logmel_cnn", "logmel_transformer"),
+    "model.positions": ("sinusoidal", "learned"),
+    "model.attention": ("manual", "fused"),
+    "model.token_layout": ("channels", "time"),
+    "train.optimizer": ("adam", "adamw"),
+    "train.schedule": ("constant", "cosine", "onecycle"),
+    "train.select": ("best", "last"),
+    "train.device": ("auto", "cpu", "cuda"),
+    "train.amp": ("auto", "bf16", "fp16", "off"),
+    "train.tracker": ("local", "tensorboard", "wandb"),
+}
+
+
+# --------------------------------------------------------------------------- presets
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("soundformer") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _preset_dict(name: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    if name in _seen:
+        raise SoundformerError(f"preset '{name}' extends itself through {' -> '.join(_seen)}")
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        text = path.read_text()
+    else:
+        names = preset_names()
+        if name not in names:
+            raise SoundformerError(
+                f"unknown preset '{name}'. Choose one of: {', '.join(names)} (or a path to a .yaml file)"
+            )
+        text = (resources.files("soundformer") / "presets" / f"{name}.yaml").read_text()
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise SoundformerError(f"preset '{name}' is not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise SoundformerError(f"preset '{name}' must be a YAML mapping")
+    base = raw.pop("base", None)
+    if base:
+        merged = _preset_dict(base, _seen + (name,))
+        merged.pop("description", None)
+        _deep_update(merged, raw)
+        raw = merged
+    raw["name"] = path.stem if path.suffix in (".yaml", ".yml") else name
+    return raw
+
+
+def _deep_update(into: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_update(into[key], value)
+        else:
+            into[key] = value
+
+
+def load_config(
+    preset: str = "logmel-transformer", overrides: list[str] | None = None
+) -> Config:
+    """Preset + ``key=value`` overrides -> validated Config."""
+    raw = _preset_dict(preset)
+    name = raw.get("name", preset)
+    cfg = from_dict(raw)
+    cfg.name = name
+    for item in overrides or []:
+        apply_override(cfg, item)
+    validate(cfg)
+    return cfg
+
+
+def from_dict(raw: dict[str, Any]) -> Config:
+    cfg = Config()
+    for key, value in raw.items():
+        _set_path(cfg, key, value, source="config")
+    return cfg
+
+
+def _set_path(obj: Any, key: str, value: Any, *, source: str) -> None:
+    if isinstance(value, dict) and dataclasses.is_dataclass(getattr(obj, key, None)):
+        section = getattr(obj, key)
+        for sub_key, sub_value in value.items():
+            _set_field(section, sub_key, sub_value, prefix=key, source=source)
+        return
+    _set_field(obj, key, value, prefix="", source=source)
+
+
+def _set_field(obj: Any, key: str, value: Any, *, prefix: str, source: str) -> None:
+    full = f"{prefix}.{key}" if prefix else key
+    fields = {f.name: f for f in dataclasses.fields(obj)}
+    if key not in fields:
+        known = ", ".join(f"{prefix + '.' if prefix else ''}{k}" for k in fields)
+        raise SoundformerError(f"unknown {source} key '{full}'. Known keys: {known}")
+    hint = typing.get_type_hints(type(obj))[key]
+    setattr(obj, key, _coerce(value, hint, full))
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint):
+        raise SoundformerError(f"'{key}' is a section; set one of its keys, e.g. {key}.<name>=...")
+    if origin is list:
+        (item_type,) = typing.get_args(hint)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise SoundformerError(f"'{key}' must be a list like [32,64,128], got {value!r}")
+        return [_coerce(v, item_type, key) for v in value]
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _coerce(value, args[0], key) if value is not None else None
+    try:
+        if hint is bool:
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            if isinstance(value, bool):
+                raise ValueError
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if hint is str:
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        pass
+    raise SoundformerError(f"'{key}' must be {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def apply_override(cfg: Config, item: str) -> None:
+    """Apply one ``section.key=value`` override (value parsed as YAML)."""
+    if "=" not in item:
+        raise SoundformerError(f"--set expects key=value (e.g. train.lr=3e-4), got '{item}'")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    parts = key.split(".")
+    if len(parts) == 1:
+        _set_field(cfg, key, value, prefix="", source="--set")
+    elif len(parts) == 2:
+        section = getattr(cfg, parts[0], None)
+        if not dataclasses.is_dataclass(section):
+            sections = ", ".join(f.name for f in dataclasses.fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name)))
+            raise SoundformerError(f"unknown --set section '{parts[0]}'. Sections: {sections}")
+        _set_field(section, parts[1], value, prefix=parts[0], source="--set")
+    else:
+        raise SoundformerError(f"--set key '{key}' must look like section.key (e.g. train.lr)")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(cfg: Config) -> None:
+    """Raise SoundformerError naming the first impossible setting."""
+    for dotted, allowed in CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(cfg, section), key)
+        if value not in allowed:
+            shown = ", ".join(repr(a) if a == "" else a for a in allowed)
+            raise SoundformerError(f"{dotted}={value!r} is not valid; choose one of: {shown}")
+
+    def positive(key: str, value: float, *, allow_zero: bool = False) -> None:
+        if value < 0 or (value == 0 and not allow_zero):
+            need = ">= 0" if allow_zero else "> 0"
+            raise SoundformerError(f"{key} must be {need}, got {value}")
+
+    a, f, m, g, t = cfg.audio, cfg.features, cfg.model, cfg.augment, cfg.train
+    positive("audio.sample_rate", a.sample_rate)
+    positive("audio.window_seconds", a.window_seconds)
+    positive("data.k_folds", cfg.data.k_folds)
+    if cfg.data.k_folds < 2:
+        raise SoundformerError(f"data.k_folds must be at least 2, got {cfg.data.k_folds}")
+    for key in ("n_fft", "hop_length", "n_mels"):
+        positive(f"features.{key}", getattr(f, key))
+    positive("features.f_min", f.f_min, allow_zero=True)
+    positive("features.f_max", f.f_max, allow_zero=True)
+    if f.f_max and f.f_max > a.sample_rate / 2:
+        raise SoundformerError(
+            f"features.f_max={f.f_max} is above the Nyquist frequency {a.sample_rate / 2} "
+            f"of audio.sample_rate={a.sample_rate}; lower it or set 0 (= Nyquist)"
+        )
+    if not m.channels or any(c <= 0 for c in m.channels):
+        raise SoundformerError(f"model.channels must be positive sizes, got {m.channels}")
+    for key in ("dim", "depth", "heads", "mlp_dim", "pool_time", "max_tokens"):
+        positive(f"model.{key}", getattr(m, key))
+    if m.dim % m.heads:
+        raise SoundformerError(
+            f"model.dim={m.dim} is not divisible by model.heads={m.heads}; "
+            f"pick heads that divide the dim (e.g. {', '.join(str(h) for h in (1, 2, 4, 8) if m.dim % h == 0)})"
+        )
+    for key in ("dropout", "attn_dropout", "drop_path"):
+        value = getattr(m, key)
+        if not 0 <= value < 1:
+            raise SoundformerError(f"model.{key} must be in [0, 1), got {value}")
+    needs_logmel = m.name.startswith("logmel")
+    if needs_logmel and f.kind != "logmel":
+        raise SoundformerError(f"model.name={m.name} needs features.kind=logmel")
+    if not needs_logmel and f.kind != "waveform":
+        raise SoundformerError(f"model.name={m.name} needs features.kind=waveform")
+    positive("augment.gain_db", g.gain_db, allow_zero=True)
+    positive("augment.mixup_alpha", g.mixup_alpha, allow_zero=True)
+    for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
+        positive(f"augment.{key}", getattr(g, key), allow_zero=True)
+    positive("train.epochs", t.epochs)
+    positive("train.batch_size", t.batch_size)
+    positive("train.lr", t.lr)
+    positive("train.weight_decay", t.weight_decay, allow_zero=True)
+    positive("train.warmup_epochs", t.warmup_epochs, allow_zero=True)
+    positive("train.grad_clip", t.grad_clip, allow_zero=True)
+    positive("train.early_stopping", t.early_stopping, allow_zero=True)
+    positive("train.windows_per_clip", t.windows_per_clip)
+    positive("train.threads", t.threads, allow_zero=True)
+    if not 0 <= t.label_smoothing < 1:
+        raise SoundformerError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    if not 0 < t.val_fraction < 1:
+        raise SoundformerError(f"train.val_fraction must be in (0, 1), got {t.val_fraction}")
+    if not 0 < t.eval_hop <= 1:
+        raise SoundformerError(f"train.eval_hop must be in (0, 1], got {t.eval_hop}")
+    if not 0 <= t.ema < 1:
+        raise SoundformerError(f"train.ema must be in [0, 1), got {t.ema}")
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def read_config(path: Path) -> Config:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise SoundformerError(f"cannot read config {path}: {exc}") from None
+    cfg = from_dict(raw)
+    validate(cfg)
+    return cfg

@@ -1,0 +1,1 @@
+"""Data: sources (what files), download, audio decoding and caching, datasets."""

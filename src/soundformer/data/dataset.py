@@ -1,0 +1,46 @@
+"""Clips in memory -> training windows and evaluation windows as tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .audio import fit_length
+
+
+class WindowDataset(Dataset):
+    """Training samples: ``windows_per_clip`` windows of ``window`` samples from each clip.
+
+    With ``random_crop`` each window starts at a random position (a time shift); otherwise the
+    windows are evenly spaced over the clip (the report's fixed 1-second windows).
+    """
+
+    def __init__(self, clips: list[np.ndarray], labels: list[int], *, window: int,
+                 windows_per_clip: int = 1, random_crop: bool = True, short_policy: str = "pad"):
+        self.clips = [torch.from_numpy(fit_length(c, window, short_policy)) for c in clips]
+        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        self.window, self.per_clip, self.random_crop = window, windows_per_clip, random_crop
+
+    def __len__(self) -> int:
+        return len(self.clips) * self.per_clip
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        clip_index, k = divmod(index, self.per_clip)
+        clip = self.clips[clip_index]
+        room = len(clip) - self.window
+        if self.random_crop:
+            start = int(torch.randint(0, room + 1, ()).item())
+        else:
+            start = round(room * k / (self.per_clip - 1)) if self.per_clip > 1 else room // 2
+        return clip[start : start + self.window], self.labels[clip_index]  # (N,), ()
+
+
+def clip_windows(clip: np.ndarray, window: int, hop: int, short_policy: str = "pad") -> torch.Tensor:
+    """Cover a clip with windows of ``window`` samples every ``hop``; the last one ends at the end."""
+    clip = fit_length(clip, window, short_policy)
+    starts = list(range(0, len(clip) - window + 1, hop))
+    if starts[-1] != len(clip) - window:
+        starts.append(len(clip) - window)
+    x = torch.from_numpy(clip)
+    return torch.stack([x[s : s + window] for s in starts])  # (W, window)

@@ -1,0 +1,8 @@
+"""The one exception type meant for users: the CLI prints its message and exits non-zero."""
+
+
+class SoundformerError(Exception):
+    """A problem the user can fix (bad file, bad config, missing data).
+
+    The message names the problem and the fix; the CLI shows it without a traceback.
+    """

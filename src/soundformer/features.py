@@ -1,0 +1,95 @@
+"""Features and batch augmentations, all in torch so they run on CPU or GPU.
+
+- ``LogMel``: waveform -> log-mel spectrogram (``torch.stft`` + a librosa mel filterbank), with
+  an alternative matrix-multiply DFT path that exports to ONNX.
+- ``spec_augment``, ``mixup``, ``random_gain``: vectorised batch augmentations.
+"""
+
+from __future__ import annotations
+
+import librosa
+import numpy as np
+import torch
+from torch import nn
+
+
+class LogMel(nn.Module):
+    """(B, N) waveform -> (B, n_mels, T) natural-log mel power, T = 1 + N // hop_length.
+
+    Matches ``librosa.feature.melspectrogram(center=True, pad_mode="constant", power=2)``
+    followed by ``log(mel + eps)``.
+    """
+
+    def __init__(
+        self, *, sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
+        f_min: float = 0.0, f_max: float = 0.0, eps: float = 1e-6,
+    ):
+        super().__init__()
+        self.n_fft, self.hop_length, self.eps = n_fft, hop_length, eps
+        fb = librosa.filters.mel(
+            sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max or sample_rate / 2
+        )
+        self.register_buffer("mel_fb", torch.from_numpy(fb).float(), persistent=False)  # (M, F)
+        self.register_buffer("window", torch.hann_window(n_fft), persistent=False)  # (n_fft,)
+        # DFT basis for the export-friendly path: frames @ basis -> (real, imag)
+        k = np.arange(n_fft // 2 + 1)
+        n = np.arange(n_fft)
+        angle = 2 * np.pi * np.outer(n, k) / n_fft
+        win = np.asarray(self.window)[:, None]
+        basis = np.concatenate([np.cos(angle) * win, -np.sin(angle) * win], axis=1)
+        self.register_buffer("dft_basis", torch.from_numpy(basis).float(), persistent=False)
+        self.use_matmul_dft = False  # set by export: ONNX has no complex STFT everywhere
+
+    def power_spectrogram(self, wav: torch.Tensor) -> torch.Tensor:
+        if self.use_matmul_dft:
+            pad = self.n_fft // 2
+            x = nn.functional.pad(wav.unsqueeze(1), (pad, pad)).squeeze(1)  # (B, N + n_fft)
+            frames = x.unfold(-1, self.n_fft, self.hop_length)  # (B, T, n_fft)
+            spec = frames @ self.dft_basis  # (B, T, 2F)
+            real, imag = spec.chunk(2, dim=-1)
+            return (real.square() + imag.square()).transpose(1, 2)  # (B, F, T)
+        spec = torch.stft(
+            wav, self.n_fft, self.hop_length, window=self.window, center=True,
+            pad_mode="constant", return_complex=True,
+        )  # (B, F, T)
+        return spec.real.square() + spec.imag.square()
+
+    def mel(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.mel_fb @ self.power_spectrogram(wav.float())  # (B, M, T)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return torch.log(self.mel(wav) + self.eps)  # (B, M, T)
+
+
+def spec_augment(
+    spec: torch.Tensor, *, freq_masks: int, freq_width: int, time_masks: int, time_width: int
+) -> torch.Tensor:
+    """Zero random frequency and time bands of a (B, M, T) batch (in normalised units)."""
+    B, M, T = spec.shape
+    keep = torch.ones(B, M, T, dtype=torch.bool, device=spec.device)
+    for n_masks, width, size, dim in ((freq_masks, freq_width, M, 1), (time_masks, time_width, T, 2)):
+        if n_masks == 0 or width == 0:
+            continue
+        w = torch.randint(0, width + 1, (B, n_masks))
+        start = (torch.rand(B, n_masks) * (size - w).clamp(min=0)).long()
+        pos = torch.arange(size)
+        band = (pos >= start[..., None]) & (pos < (start + w)[..., None])  # (B, n, size)
+        band = band.any(1).to(spec.device)  # (B, size)
+        keep &= ~(band[:, :, None] if dim == 1 else band[:, None, :])
+    return spec * keep
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mix each example with a random partner: inputs and (B, C) soft targets alike."""
+    lam = torch.distributions.Beta(alpha, alpha).sample((x.shape[0],))
+    lam = torch.maximum(lam, 1 - lam).to(x.device)  # (B,) the example keeps its own label mostly
+    perm = torch.randperm(x.shape[0]).to(x.device)
+    shape = (-1,) + (1,) * (x.dim() - 1)
+    x = lam.view(shape) * x + (1 - lam.view(shape)) * x[perm]
+    y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
+    return x, y
+
+
+def random_gain(wav: torch.Tensor, *, max_db: float) -> torch.Tensor:
+    db = (torch.rand(wav.shape[0], 1) * 2 - 1) * max_db  # (B, 1) uniform in +-max_db
+    return wav * (10 ** (db / 20)).to(wav.device)

@@ -1,0 +1,185 @@
+"""Models: every one maps a (B, N) waveform batch to (B, n_classes) logits.
+
+Each model is ``frontend`` (waveform -> features) -> ``embed_features`` (features -> clip
+embedding) -> ``head`` (embedding -> logits), so training can augment the features in between
+and ``embed`` can return the embedding.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import Config
+from ..errors import SoundformerError
+from ..features import LogMel
+from .cnn import LogMelConvStem, SeedConvStem
+from .transformer import CLSEncoder
+
+__all__ = ["AudioClassifier", "build_model", "count_parameters"]
+
+
+class WaveformFrontEnd(nn.Module):
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return wav.unsqueeze(1)  # (B, 1, N)
+
+
+class LogMelFrontEnd(nn.Module):
+    """Waveform -> log-mel, standardised per mel bin with statistics of the training data."""
+
+    def __init__(self, *, sample_rate, n_fft, hop_length, n_mels, f_min, f_max):
+        super().__init__()
+        self.logmel = LogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
+                             n_mels=n_mels, f_min=f_min, f_max=f_max)
+        self.register_buffer("mean", torch.zeros(n_mels, 1))  # (M, 1)
+        self.register_buffer("std", torch.ones(n_mels, 1))  # (M, 1)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return (self.logmel(wav) - self.mean) / self.std  # (B, M, T)
+
+
+class AudioClassifier(nn.Module):
+    """Base class: frontend -> embed_features -> head."""
+
+    frontend: nn.Module
+    head: nn.Module
+    uses_logmel = False
+
+    def embed_features(self, feats: torch.Tensor, need_weights: bool = False):
+        raise NotImplementedError
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed_features(self.frontend(wav))[0])  # (B, n_classes)
+
+    def embed(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.embed_features(self.frontend(wav))[0]  # (B, D)
+
+
+class SeedCNN1d(AudioClassifier):
+    """Architecture 1: the report's 1D CNN, one linear layer over the flattened features."""
+
+    def __init__(self, *, channels: list[int], window_samples: int, n_classes: int):
+        super().__init__()
+        self.frontend = WaveformFrontEnd()
+        self.stem = SeedConvStem(channels=channels)
+        n_features = self.stem.out_channels * (window_samples // self.stem.reduction)
+        self.head = nn.Linear(n_features, n_classes)
+
+    def embed_features(self, feats, need_weights=False):
+        return self.stem(feats).flatten(1), None  # (B, C * N / 8)
+
+
+class SeedTransformer(AudioClassifier):
+    """Architecture 2: the seed CNN's output as tokens -> CLS encoder -> linear classifier.
+
+    ``token_layout="channels"`` is the report's reading: each of the C channels is a token whose
+    vector is its N/8 time steps (so model dim = N/8 = 2000). ``"time"`` makes each time step a
+    token of C features, projected to ``dim``.
+    """
+
+    def __init__(self, *, channels, window_samples, n_classes, token_layout, dim, depth, heads,
+                 mlp_dim, dropout, attn_dropout, drop_path, norm_first, positions, max_tokens, fused):
+        super().__init__()
+        self.frontend = WaveformFrontEnd()
+        self.stem = SeedConvStem(channels=channels)
+        steps = window_samples // self.stem.reduction
+        self.token_layout = token_layout
+        token_dim = steps if token_layout == "channels" else self.stem.out_channels
+        self.to_tokens = nn.Identity() if token_dim == dim else nn.Linear(token_dim, dim)
+        self.encoder = CLSEncoder(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, dropout=dropout,
+                                  attn_dropout=attn_dropout, drop_path=drop_path, norm_first=norm_first,
+                                  positions=positions, max_tokens=max_tokens, fused=fused,
+                                  activation=nn.ReLU)
+        self.head = nn.Linear(dim, n_classes)
+
+    def embed_features(self, feats, need_weights=False):
+        x = self.stem(feats)  # (B, C, N / 8)
+        if self.token_layout == "time":
+            x = x.transpose(1, 2)  # (B, N / 8, C)
+        return self.encoder(self.to_tokens(x), need_weights)  # (B, D)
+
+
+class LogMelCNN(AudioClassifier):
+    """Compact 2D CNN on log-mel: double-conv blocks, global mean + max pooling, linear."""
+
+    uses_logmel = True
+
+    def __init__(self, *, frontend: LogMelFrontEnd, channels, dropout, n_classes):
+        super().__init__()
+        self.frontend = frontend
+        self.stem = LogMelConvStem(channels=channels, pool_time=2, double=True)
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(self.stem.out_channels, n_classes)
+
+    def embed_features(self, feats, need_weights=False):
+        x = self.stem(feats).mean(dim=2)  # (B, C, T'): average over frequency
+        x = x.mean(dim=2) + x.amax(dim=2)  # (B, C): mean + max over time
+        return self.drop(x), None
+
+
+class LogMelTransformer(AudioClassifier):
+    """Conv stem over log-mel -> one token per time step -> CLS encoder -> linear classifier."""
+
+    uses_logmel = True
+
+    def __init__(self, *, frontend: LogMelFrontEnd, n_mels, channels, pool_time, n_classes, dim,
+                 depth, heads, mlp_dim, dropout, attn_dropout, drop_path, norm_first, positions,
+                 max_tokens, fused):
+        super().__init__()
+        self.frontend = frontend
+        self.stem = LogMelConvStem(channels=channels, pool_time=pool_time)
+        freq_bins = max(1, n_mels // self.stem.freq_reduction)
+        self.to_tokens = nn.Linear(self.stem.out_channels * freq_bins, dim)
+        self.encoder = CLSEncoder(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, dropout=dropout,
+                                  attn_dropout=attn_dropout, drop_path=drop_path, norm_first=norm_first,
+                                  positions=positions, max_tokens=max_tokens, fused=fused)
+        self.head = nn.Linear(dim, n_classes)
+
+    def embed_features(self, feats, need_weights=False):
+        x = self.stem(feats)  # (B, C, M', T')
+        x = x.flatten(1, 2).transpose(1, 2)  # (B, T', C * M'): one token per time step
+        return self.encoder(self.to_tokens(x), need_weights)  # (B, D)
+
+
+def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
+    """ModelConfig (+ audio/feature settings) -> an initialised model."""
+    if n_classes < 2:
+        raise SoundformerError(f"a classifier needs at least 2 classes, got {n_classes}")
+    m, a, f = cfg.model, cfg.audio, cfg.features
+    window = int(round(a.window_seconds * a.sample_rate))
+    enc = dict(dim=m.dim, depth=m.depth, heads=m.heads, mlp_dim=m.mlp_dim, dropout=m.dropout,
+               attn_dropout=m.attn_dropout, drop_path=m.drop_path, norm_first=m.norm_first,
+               positions=m.positions, max_tokens=m.max_tokens, fused=m.attention == "fused")
+    if m.name in ("seed_cnn", "seed_transformer"):
+        reduction = 2 ** len(m.channels)
+        if window < reduction:
+            raise SoundformerError(f"audio.window_seconds={a.window_seconds} is too short for the seed CNN")
+        if m.name == "seed_cnn":
+            return SeedCNN1d(channels=m.channels, window_samples=window, n_classes=n_classes)
+        return SeedTransformer(channels=m.channels, window_samples=window, n_classes=n_classes,
+                               token_layout=m.token_layout, **enc)
+    frontend = LogMelFrontEnd(sample_rate=a.sample_rate, n_fft=f.n_fft, hop_length=f.hop_length,
+                              n_mels=f.n_mels, f_min=f.f_min, f_max=f.f_max)
+    if m.name == "logmel_cnn":
+        return LogMelCNN(frontend=frontend, channels=m.channels, dropout=m.dropout, n_classes=n_classes)
+    return LogMelTransformer(frontend=frontend, n_mels=f.n_mels, channels=m.channels,
+                             pool_time=m.pool_time, n_classes=n_classes, **enc)
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, non-trainable) parameter counts; buffers such as BN statistics excluded."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return trainable, frozen
+
+
+def count_macs(model: nn.Module, n_samples: int) -> int:
+    """Multiply-accumulates of one forward pass on one window of ``n_samples``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, n_samples))
+    model.train(was_training)
+    return counter.get_total_flops() // 2

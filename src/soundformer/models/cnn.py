@@ -1,0 +1,67 @@
+"""Convolutional pieces: the report's 1D CNN (stem and classifier) and the log-mel 2D CNN."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class SeedConvStem(nn.Module):
+    """The report's feature extractor: (B, 1, N) -> (B, C_last, N / 8).
+
+    Conv1d(k=3, p=1) + BN + ReLU per stage, pooled by 2 with max, max, then average.
+    """
+
+    def __init__(self, *, channels: list[int]):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 1
+        for i, c_out in enumerate(channels):
+            last = i == len(channels) - 1
+            layers += [
+                nn.Conv1d(c_in, c_out, kernel_size=3, stride=1, padding=1),
+                nn.BatchNorm1d(c_out),
+                nn.ReLU(inplace=True),
+                nn.AvgPool1d(2) if last else nn.MaxPool1d(2),
+            ]
+            c_in = c_out
+        self.net = nn.Sequential(*layers)
+        self.out_channels = c_in
+        self.reduction = 2 ** len(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, C, N / 8)
+
+
+class ConvBlock2d(nn.Module):
+    """Conv3x3 + BN + ReLU (twice when ``double``), then pooling over (freq, time)."""
+
+    def __init__(self, *, c_in: int, c_out: int, pool: tuple[int, int], double: bool = False):
+        super().__init__()
+        layers: list[nn.Module] = [
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)
+        ]
+        if double:
+            layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        layers.append(nn.AvgPool2d(pool) if pool != (1, 1) else nn.Identity())
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, c_out, F / pool_f, T / pool_t)
+
+
+class LogMelConvStem(nn.Module):
+    """(B, M, T) log-mel -> (B, C, M / 2^k, T / pool_time^k) feature map."""
+
+    def __init__(self, *, channels: list[int], pool_time: int, double: bool = False):
+        super().__init__()
+        blocks, c_in = [], 1
+        for c_out in channels:
+            blocks.append(ConvBlock2d(c_in=c_in, c_out=c_out, pool=(2, pool_time), double=double))
+            c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.out_channels = c_in
+        self.freq_reduction = 2 ** len(channels)
+
+    def forward(self, spec: torch.Tensor) -> torch.Tensor:
+        return self.blocks(spec.unsqueeze(1))  # (B, C, M', T')

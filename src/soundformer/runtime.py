@@ -1,0 +1,57 @@
+"""The one place that decides the device, CPU thread count and RNG seeds."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from .errors import SoundformerError
+
+
+def free_cores() -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    try:  # cores busy with other work are not free: two busy threads per core run far slower
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return max(1, min(cores, round(cores - load + 0.5)))
+
+
+def set_threads(threads: int = 0, jobs: int = 1) -> int:
+    """Use ``threads`` CPU threads, or split the cores between ``jobs`` parallel jobs."""
+    if threads <= 0:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // max(1, jobs))
+    torch.set_num_threads(threads)
+    return threads
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise SoundformerError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    if preference == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(preference)
+
+
+def autocast_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """bf16/fp16 autocast on GPU; None (full float32) on CPU or when switched off."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)

@@ -1,0 +1,419 @@
+"""One training job: (config, train/val/test items) -> a run folder.
+
+A run folder holds ``config.yaml`` (resolved), ``metrics.csv`` (one row per epoch),
+``checkpoints/last.pt`` (resumable) and ``checkpoints/best.pt``, ``predictions.npz``,
+``summary.json`` and, once everything is written, a ``done`` marker.
+
+Leak-free by construction: the test items are decoded up front only to check they are
+readable; they are not touched again until training has finished and a checkpoint has been
+chosen with the validation data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from . import checkpoint
+from .config import Config, from_dict, save_config
+from .data import audio as audio_io
+from .data.dataset import WindowDataset
+from .data.sources import Item, Manifest
+from .errors import SoundformerError
+from .evaluate import accuracy, nll, predict_clips
+from .features import mixup, random_gain, spec_augment
+from .models import AudioClassifier, build_model, count_parameters
+from .runtime import autocast_dtype, pick_device, seed_everything, set_threads
+from .tracking import Tracker
+
+DONE = "done"
+
+
+@dataclass
+class Split:
+    train: list[Item]
+    val: list[Item]
+    test: list[Item] = field(default_factory=list)
+    names: dict[str, list[int]] = field(default_factory=dict)  # fold numbers per role, for the record
+
+
+@dataclass
+class Clips:
+    items: list[Item]
+    audio: list[np.ndarray]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([it.label for it in self.items], dtype=np.int64)
+
+
+def window_samples(cfg: Config) -> int:
+    return int(round(cfg.audio.window_seconds * cfg.audio.sample_rate))
+
+
+def load_split_audio(cfg: Config, split: Split, *, progress: bool, log: Callable[[str], None]) -> dict[str, Clips]:
+    """Decode every file of the split (cached); bad files stop the job unless skip_bad is set."""
+    every = split.train + split.val + split.test
+    result = audio_io.load_many([it.path for it in every], cfg.audio.sample_rate,
+                                cache=cfg.audio.cache, progress=progress)
+    if result.bad:
+        listing = "\n".join(f"  {reason}" for _, reason in result.bad[:20])
+        more = f"\n  ... and {len(result.bad) - 20} more" if len(result.bad) > 20 else ""
+        if not cfg.data.skip_bad:
+            raise SoundformerError(
+                f"{len(result.bad)} bad audio file(s):\n{listing}{more}\n"
+                f"Fix or remove them, or pass --skip-bad to train without them."
+            )
+        log(f"skipping {len(result.bad)} bad audio file(s):\n{listing}{more}")
+    by_path = {str(it.path): clip for it, clip in zip(every, result.audio)}
+    out = {}
+    for name, items in (("train", split.train), ("val", split.val), ("test", split.test)):
+        kept = [it for it in items if by_path[str(it.path)] is not None]
+        out[name] = Clips(kept, [by_path[str(it.path)] for it in kept])
+    if not out["train"].items:
+        raise SoundformerError("no usable training clips in this split")
+    return out
+
+
+def preflight(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber an earlier run; check the folder is writable and has room."""
+    if run_dir.exists() and any(run_dir.iterdir()) and not resume:
+        if not overwrite:
+            raise SoundformerError(
+                f"{run_dir} already holds a run; pick another --out, continue it with --resume, "
+                f"or replace it with --overwrite"
+            )
+        shutil.rmtree(run_dir)
+    if resume and not (run_dir / "checkpoints" / "last.pt").exists():
+        raise SoundformerError(f"nothing to resume in {run_dir}: no checkpoints/last.pt")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_bytes(b"0" * 4096)
+        probe.unlink()
+    except OSError as exc:
+        raise SoundformerError(f"cannot write to {run_dir}: {exc.strerror or exc}; choose a writable --out") from None
+
+
+def check_disk_space(run_dir: Path, model: torch.nn.Module) -> None:
+    need = sum(p.numel() for p in model.parameters()) * 4 * 3 * 3 + 50 * 2**20  # params + Adam, 3 files
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise SoundformerError(
+            f"only {free / 2**20:.0f} MiB free at {run_dir}; this run needs about {need / 2**20:.0f} MiB. "
+            f"Free some space or choose another --out"
+        )
+
+
+@torch.no_grad()
+def fit_normalisation(model: AudioClassifier, clips: Clips, window: int, short_policy: str) -> None:
+    """Per-mel-bin mean/std of the *training* clips' log-mel, stored in the model."""
+    if not model.uses_logmel:
+        return
+    fe = model.frontend
+    total = total_sq = None
+    count = 0
+    for clip in clips.audio:
+        x = torch.from_numpy(audio_io.fit_length(clip, window, short_policy))[None]
+        spec = fe.logmel(x)[0].double()  # (M, T)
+        s, sq = spec.sum(1, keepdim=True), spec.square().sum(1, keepdim=True)
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += spec.shape[1]
+    mean = total / count
+    std = (total_sq / count - mean.square()).clamp(min=1e-8).sqrt()
+    fe.mean.copy_(mean.float())
+    fe.std.copy_(std.float())
+
+
+def lr_factor(cfg: Config, step: int, total: int) -> float:
+    """Learning-rate multiplier at optimiser step ``step`` of ``total``."""
+    t = cfg.train
+    warm = int(round(t.warmup_epochs / t.epochs * total))
+    if t.schedule == "constant":
+        return min(1.0, (step + 1) / warm) if warm else 1.0
+    if t.schedule == "cosine":
+        if step < warm:
+            return (step + 1) / warm
+        progress = (step - warm) / max(1, total - warm)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    # onecycle: linear warm-up from lr/25, cosine down to lr/1e4 (torch's OneCycleLR shape)
+    start, end = 1 / 25, 1 / 1e4
+    if step < warm:
+        return start + (1 - start) * step / max(1, warm)
+    progress = (step - warm) / max(1, total - warm)
+    return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    t = cfg.train
+    if t.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+    # AdamW: no decay on biases, norms, CLS token and position tables
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or "token" in name or "pos_table" in name else decay).append(p)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr
+    )
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def run_job(
+    cfg: Config,
+    manifest: Manifest,
+    split: Split,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    jobs: int = 1,
+    log: Callable[[str], None] = print,
+    epoch_callback: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train, select, evaluate and write one run folder; return its summary."""
+    run_dir = Path(run_dir)
+    if (run_dir / DONE).exists() and resume:
+        return json.loads((run_dir / "summary.json").read_text())
+    preflight(run_dir, resume=resume, overwrite=overwrite)
+    if resume:  # the run's own saved config wins, so a resumed run is the same run
+        saved = checkpoint.load(run_dir / "checkpoints" / "last.pt")
+        cfg = from_dict(saved["config"])
+    t = cfg.train
+    threads = set_threads(t.threads, jobs)
+    device = pick_device(t.device)
+    amp_dtype = autocast_dtype(device, t.amp)
+    seed_everything(t.seed)
+    save_config(cfg, run_dir / "config.yaml")
+
+    data = load_split_audio(cfg, split, progress=progress, log=log)
+    window = window_samples(cfg)
+    model = build_model(cfg, len(manifest.classes))
+    check_disk_space(run_dir, model)
+    fit_normalisation(model, data["train"], window, cfg.audio.short_policy)
+    model.to(device)
+    optimizer = make_optimizer(cfg, model)
+    ema = None
+    if t.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
+
+    train_set = WindowDataset(
+        data["train"].audio, data["train"].labels.tolist(), window=window,
+        windows_per_clip=t.windows_per_clip, random_crop=cfg.augment.random_crop,
+        short_policy=cfg.audio.short_policy,
+    )
+    # drop a ragged last batch of one example: BatchNorm cannot train on a single example
+    loader = DataLoader(train_set, batch_size=t.batch_size, shuffle=True,
+                        drop_last=len(train_set) % t.batch_size == 1)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * t.epochs
+    eval_hop = max(1, int(window * t.eval_hop))
+    n_classes = len(manifest.classes)
+    trainable, frozen = count_parameters(model)
+
+    tracker = Tracker(run_dir, t.tracker, cfg.to_dict(), name=f"{cfg.name}/{run_dir.name}")
+    start_epoch, best, history, elapsed = 1, {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}, [], 0.0
+    if resume:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        if ema is not None and "ema" in saved:
+            ema.load_state_dict(saved["ema"])
+        set_rng_state(saved["rng"])
+        start_epoch = saved["epoch"] + 1
+        best, history, elapsed = saved["best"], saved["history"], saved["train_time_s"]
+        tracker.truncate(saved["epoch"])
+        log(f"resuming {run_dir} at epoch {start_epoch}")
+
+    def make_checkpoint(epoch: int, weights: dict) -> dict:
+        return {
+            "format_version": checkpoint.FORMAT_VERSION, "model": weights, "config": cfg.to_dict(),
+            "classes": list(manifest.classes), "epoch": epoch, "best": best, "history": history,
+            "train_time_s": elapsed, "window_samples": window,
+        }
+
+    stale = 0
+    epoch_bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        epoch_bar = tqdm(total=t.epochs, initial=start_epoch - 1, desc=f"{cfg.name} {run_dir.name}",
+                         unit="epoch", dynamic_ncols=True)
+    interrupted = False
+    try:
+        for epoch in range(start_epoch, t.epochs + 1):
+            t0 = time.perf_counter()
+            model.train()
+            loss_sum = correct = seen = 0.0
+            wait_s = 0.0
+            tw = time.perf_counter()
+            for step, (wav, y) in enumerate(loader):
+                wait_s += time.perf_counter() - tw
+                global_step = (epoch - 1) * steps_per_epoch + step
+                for group in optimizer.param_groups:
+                    group["lr"] = t.lr * lr_factor(cfg, global_step, total_steps)
+                wav, y = wav.to(device, non_blocking=True), y.to(device)
+                if cfg.augment.gain_db:
+                    wav = random_gain(wav, max_db=cfg.augment.gain_db)
+                target = F.one_hot(y, n_classes).float()
+                if t.label_smoothing:
+                    target = target * (1 - t.label_smoothing) + t.label_smoothing / n_classes
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    feats = model.frontend(wav)
+                    if model.uses_logmel and (cfg.augment.freq_masks or cfg.augment.time_masks):
+                        feats = spec_augment(
+                            feats, freq_masks=cfg.augment.freq_masks, freq_width=cfg.augment.freq_mask_width,
+                            time_masks=cfg.augment.time_masks, time_width=cfg.augment.time_mask_width)
+                    if cfg.augment.mixup_alpha:
+                        feats, target = mixup(feats, target, alpha=cfg.augment.mixup_alpha)
+                    logits = model.head(model.embed_features(feats)[0])
+                    loss = soft_cross_entropy(logits, target)
+                if not torch.isfinite(loss):
+                    raise SoundformerError(
+                        f"training diverged at epoch {epoch} (loss is {loss.item()}); lower train.lr "
+                        f"(now {t.lr}) or set train.grad_clip"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if t.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                optimizer.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                n = len(y)
+                loss_sum += loss.item() * n
+                correct += (logits.argmax(-1) == target.argmax(-1)).sum().item()
+                seen += n
+                tw = time.perf_counter()
+            train_s = time.perf_counter() - t0
+            eval_model = ema.module if ema is not None else model
+            row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
+                   "train_loss": loss_sum / seen, "train_acc": correct / seen}
+            if data["val"].items:
+                probs = predict_clips(eval_model, data["val"].audio, window=window, hop=eval_hop,
+                                      device=device, short_policy=cfg.audio.short_policy)
+                row["val_loss"] = nll(data["val"].labels, probs)
+                row["val_acc"] = accuracy(data["val"].labels, probs)
+            elapsed += time.perf_counter() - t0
+            row["epoch_time_s"] = time.perf_counter() - t0
+            row["data_wait_frac"] = wait_s / max(train_s, 1e-9)
+            history.append(row)
+            tracker.log(row)
+            improved = "val_acc" in row and (
+                row["val_acc"] > best["val_acc"]
+                or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
+            )
+            weights = {k: v.detach().cpu() for k, v in eval_model.state_dict().items()}
+            if improved:
+                best = {"epoch": epoch, "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
+                stale = 0
+                checkpoint.save_atomic(make_checkpoint(epoch, weights), run_dir / "checkpoints" / "best.pt")
+            else:
+                stale += 1
+            state = make_checkpoint(epoch, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+            state.update(optimizer=optimizer.state_dict(), rng=rng_state())
+            if ema is not None:
+                state["ema"] = ema.state_dict()
+            checkpoint.save_atomic(state, run_dir / "checkpoints" / "last.pt")
+            if epoch_bar is not None:
+                epoch_bar.update(1)
+                epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
+                                      val_acc=f"{row.get('val_acc', float('nan')):.3f}")
+            elif epoch == t.epochs or epoch % 10 == 0 or epoch == start_epoch:
+                log(f"{cfg.name} {run_dir.name} epoch {epoch}/{t.epochs} loss {row['train_loss']:.4f} "
+                    f"acc {row['train_acc']:.3f} val_acc {row.get('val_acc', float('nan')):.3f} "
+                    f"({row['epoch_time_s']:.1f}s)")
+            if epoch_callback is not None:
+                epoch_callback(epoch, row)
+            if t.early_stopping and stale >= t.early_stopping:
+                log(f"early stopping at epoch {epoch}: no validation improvement for {stale} epochs")
+                break
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if epoch_bar is not None:
+            epoch_bar.close()
+        if interrupted:
+            tracker.close()
+    if interrupted:
+        raise SoundformerError(
+            f"interrupted; the last finished epoch is saved in {run_dir}/checkpoints/last.pt. "
+            f"Continue with --resume {run_dir}"
+        )
+
+    # ---- select, then (and only then) look at the test clips
+    final_model = ema.module if ema is not None else model
+    selected = f"last (epoch {len(history)})"
+    if t.select == "best" and (run_dir / "checkpoints" / "best.pt").exists():
+        final_model.load_state_dict(checkpoint.load(run_dir / "checkpoints" / "best.pt")["model"])
+        selected = f"best (epoch {best['epoch']})"
+    # model.pt: the selected weights alone, what predict / export / report load
+    checkpoint.save_atomic(
+        make_checkpoint(len(history), {k: v.detach().cpu() for k, v in final_model.state_dict().items()}),
+        run_dir / "checkpoints" / "model.pt",
+    )
+    summary = evaluate_run(cfg, manifest, data, final_model, device, window, eval_hop, run_dir)
+    summary.update({
+        "preset": cfg.name, "job": run_dir.name, "folds": split.names, "selected": selected,
+        "best_epoch": best["epoch"], "epochs_run": len(history), "train_time_s": elapsed,
+        "params_trainable": trainable, "params_non_trainable": frozen, "threads": threads,
+        "device": str(device), "classes": list(manifest.classes),
+        "mean_data_wait_frac": float(np.mean([h["data_wait_frac"] for h in history])) if history else 0.0,
+    })
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    tracker.log_summary(summary)
+    tracker.close()
+    (run_dir / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    return summary
+
+
+def evaluate_run(cfg, manifest, data, model, device, window, hop, run_dir: Path) -> dict:
+    """Clip-level predictions for every split -> predictions.npz + accuracies."""
+    arrays: dict[str, np.ndarray] = {"classes": np.array(manifest.classes)}
+    out: dict = {}
+    for name in ("train", "val", "test"):
+        clips = data[name]
+        if not clips.items:
+            continue
+        t0 = time.perf_counter()
+        probs = predict_clips(model, clips.audio, window=window, hop=hop, device=device,
+                              short_policy=cfg.audio.short_policy)
+        seconds = time.perf_counter() - t0
+        arrays[f"{name}_probs"] = probs
+        arrays[f"{name}_labels"] = clips.labels
+        arrays[f"{name}_paths"] = np.array([str(it.path) for it in clips.items])
+        out[f"{name}_acc"] = accuracy(clips.labels, probs)
+        out[f"{name}_loss"] = nll(clips.labels, probs)
+        out[f"{name}_n"] = len(clips.items)
+        if name == "test":
+            out["inference_ms_per_clip"] = 1000 * seconds / len(clips.items)
+    np.savez(run_dir / "predictions.npz", **arrays)
+    return out

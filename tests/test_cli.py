@@ -1,0 +1,70 @@
+import json
+
+import pytest
+
+from soundformer.cli import main
+
+from .conftest import ESC10
+
+TINY = ["--set", "audio.window_seconds=0.5", "--set", "model.dim=32", "--set", "model.depth=1",
+        "--set", "model.mlp_dim=32", "--set", "model.channels=[8,16]", "--set", "train.batch_size=4"]
+
+
+def test_help_for_every_command(capsys):
+    for cmd in (["--help"], ["train", "--help"], ["cv", "--help"], ["data", "info", "--help"],
+                ["data", "download", "--help"], ["summary", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(cmd)
+        assert exit_info.value.code == 0
+        assert "usage: soundformer" in capsys.readouterr().out
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert capsys.readouterr().out.startswith("soundformer 0.")
+
+
+def test_data_info_real_esc10(capsys):
+    if not ESC10.exists():
+        pytest.skip("real ESC-10 not available")
+    assert main(["data", "info", "--data", str(ESC10), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["clips"] == 400 and info["classes"] == 10
+    assert set(info["per_class"].values()) == {40}
+    assert info["per_fold"] == {str(f): 80 for f in range(1, 6)} or info["per_fold"] == {f: 80 for f in range(1, 6)}
+    assert info["bad_files"] == [] and info["sample_rates"] == {"44100": 400}
+
+
+def test_data_info_lists_bad_files_and_fails(tiny_esc10, capsys):
+    (tiny_esc10 / "001 - alpha" / "1-999-A.wav").write_text("not audio")
+    assert main(["data", "info", "--data", str(tiny_esc10)]) == 1
+    out = capsys.readouterr().out
+    assert "bad files     1" in out and "1-999-A.wav" in out and "cannot decode" in out
+
+
+def test_user_errors_are_one_line_without_traceback(tmp_path, capsys):
+    assert main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("soundformer: error:") and "does not exist" in err and "Traceback" not in err
+    assert main(["summary", "--preset", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_summary_prints_report_parameter_count(capsys):
+    assert main(["summary", "--preset", "seed-cnn"]) == 0
+    out = capsys.readouterr().out
+    assert "trainable parameters    2,591,498" in out
+    assert "non-trainable params    0" in out
+
+
+def test_training_refuses_bad_files_unless_skipped(tiny_esc10, tmp_path, capsys):
+    bad = tiny_esc10 / "002 - beta" / "2-999-A.wav"
+    bad.write_bytes(b"RIFF....WAVEfmt garbage")
+    args = ["train", "--data", str(tiny_esc10), "--preset", "logmel-transformer", "--epochs", "1", "--quiet", *TINY]
+    assert main([*args, "--out", str(tmp_path / "r1")]) == 2
+    err = capsys.readouterr().err
+    assert "1 bad audio file" in err and "2-999-A.wav" in err and "--skip-bad" in err
+    assert main([*args, "--out", str(tmp_path / "r2"), "--skip-bad"]) == 0
+    out = capsys.readouterr().out
+    assert "skipping 1 bad audio file" in out and "2-999-A.wav" in out

@@ -1,0 +1,62 @@
+import pytest
+
+from soundformer.config import apply_override, load_config, preset_names, read_config, save_config
+from soundformer.errors import SoundformerError
+
+
+def test_every_preset_loads_and_validates():
+    names = preset_names()
+    assert {"seed-cnn", "seed-transformer-h1", "seed-transformer-h2", "seed-transformer-h4",
+            "logmel-cnn", "logmel-transformer"} <= set(names)
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.name == name
+
+
+def test_base_presets_are_inherited_and_overridden():
+    h4 = load_config("seed-transformer-h4")
+    assert h4.model.heads == 4 and h4.model.dim == 2000 and h4.train.optimizer == "adam"
+    assert h4.train.lr == 1e-3 and h4.train.epochs == 100
+
+
+def test_overrides_are_typed():
+    cfg = load_config("logmel-transformer", ["train.lr=3e-4", "model.channels=[16,32]", "augment.random_crop=false"])
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.model.channels == [16, 32]
+    assert cfg.augment.random_crop is False
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.lr=-1", "train.lr must be > 0"),
+    ("model.heads=3", "not divisible by model.heads=3"),
+    ("train.nope=1", "unknown --set key 'train.nope'"),
+    ("nosection.x=1", "unknown --set section 'nosection'"),
+    ("train.epochs=0", "train.epochs must be > 0"),
+    ("train.epochs=abc", "'train.epochs' must be int"),
+    ("model.name=resnet", "model.name='resnet' is not valid"),
+    ("lr", "--set expects key=value"),
+])
+def test_bad_overrides_name_the_setting(override, message):
+    with pytest.raises(SoundformerError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_config("logmel-transformer", [override])
+
+
+def test_unknown_preset_lists_the_known_ones():
+    with pytest.raises(SoundformerError, match="unknown preset 'nope'.*logmel-transformer"):
+        load_config("nope")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config("logmel-cnn", ["train.seed=7"])
+    save_config(cfg, tmp_path / "c.yaml")
+    again = read_config(tmp_path / "c.yaml")
+    assert again == cfg
+
+
+def test_yaml_file_preset(tmp_path):
+    p = tmp_path / "mine.yaml"
+    p.write_text("base: logmel-transformer\nmodel: {depth: 2}\n")
+    cfg = load_config(str(p))
+    assert cfg.name == "mine" and cfg.model.depth == 2 and cfg.model.name == "logmel_transformer"
+    apply_override(cfg, "model.depth=3")
+    assert cfg.model.depth == 3
