@@ -1,0 +1,169 @@
+import librosa
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from soundformer.config import load_config, preset_names
+from soundformer.errors import SoundformerError
+from soundformer.evaluate import predict_clips
+from soundformer.features import LogMel
+from soundformer.models import build_model, count_macs, count_parameters
+from soundformer.models.attention import MultiHeadSelfAttention
+from soundformer.train import window_samples
+
+torch.set_num_threads(2)
+
+
+# ---------------------------------------------------------------- attention
+
+
+@pytest.mark.parametrize("heads", [1, 2, 4, 8])
+@pytest.mark.parametrize("masked", [False, True])
+def test_hand_written_attention_matches_torch(heads, masked):
+    torch.manual_seed(heads)
+    B, T, D = 3, 7, 32
+    x = torch.randn(B, T, D)
+    mask = None
+    if masked:
+        mask = torch.zeros(B, T, dtype=torch.bool)
+        mask[0, 5:] = True
+        mask[2, 3:] = True
+    ours = MultiHeadSelfAttention(dim=D, heads=heads).eval()
+    ref = nn.MultiheadAttention(D, heads, batch_first=True).eval()
+    with torch.no_grad():  # same weights: torch keeps Q, K, V stacked in in_proj like our qkv
+        ref.in_proj_weight.copy_(ours.qkv.weight)
+        ref.in_proj_bias.copy_(ours.qkv.bias)
+        ref.out_proj.weight.copy_(ours.proj.weight)
+        ref.out_proj.bias.copy_(ours.proj.bias)
+    y, w = ours(x, key_padding_mask=mask, need_weights=True)
+    y_ref, w_ref = ref(x, x, x, key_padding_mask=mask, need_weights=True, average_attn_weights=False)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(w, w_ref, atol=1e-5, rtol=1e-5)
+    # the fused path (scaled_dot_product_attention) gives the same outputs
+    ours.fused = True
+    y_fused, w_none = ours(x, key_padding_mask=mask)
+    assert w_none is None
+    torch.testing.assert_close(y_fused, y, atol=1e-5, rtol=1e-5)
+    # and so does calling scaled_dot_product_attention on our projections directly
+    q, k, v = ours.qkv(x).split(D, dim=2)
+    split = lambda t: t.view(B, T, heads, D // heads).transpose(1, 2)  # noqa: E731
+    sdpa = nn.functional.scaled_dot_product_attention(
+        split(q), split(k), split(v), attn_mask=None if mask is None else ~mask[:, None, None, :])
+    torch.testing.assert_close(ours.proj(sdpa.transpose(1, 2).reshape(B, T, D)), y, atol=1e-5, rtol=1e-5)
+    if masked:  # padded keys get no weight
+        assert w[0, :, :, 5:].abs().max() == 0
+
+
+def test_attention_weights_are_distributions():
+    att = MultiHeadSelfAttention(dim=16, heads=4)
+    _, w = att(torch.randn(2, 5, 16), need_weights=True)
+    assert w.shape == (2, 4, 5, 5)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 5))
+
+
+@pytest.mark.parametrize("dim, heads, message", [(30, 4, "not divisible"), (-8, 2, "positive"), (8, 0, "positive")])
+def test_impossible_attention_settings(dim, heads, message):
+    with pytest.raises(SoundformerError, match=message):
+        MultiHeadSelfAttention(dim=dim, heads=heads)
+
+
+# ---------------------------------------------------------------- log-mel
+
+
+def test_logmel_matches_librosa():
+    rng = np.random.default_rng(0)
+    y = (rng.standard_normal(16000) * 0.1).astype(np.float32)
+    ref = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=1024, hop_length=320, n_mels=64,
+                                         center=True, pad_mode="constant", power=2.0)
+    lm = LogMel(sample_rate=16000, n_fft=1024, hop_length=320, n_mels=64)
+    ours = lm.mel(torch.from_numpy(y)[None])[0].numpy()
+    assert ours.shape == ref.shape
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4 * ref.max())
+    lm.use_matmul_dft = True  # the export path agrees too
+    np.testing.assert_allclose(lm.mel(torch.from_numpy(y)[None])[0].numpy(), ref, rtol=1e-3, atol=1e-4 * ref.max())
+
+
+# ---------------------------------------------------------------- every preset
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    return {name: (load_config(name), build_model(load_config(name), 10)) for name in preset_names()}
+
+
+@pytest.mark.parametrize("name", preset_names())
+@pytest.mark.parametrize("batch", [1, 3])
+def test_forward_shapes(models, name, batch):
+    cfg, model = models[name]
+    model.eval()
+    n = window_samples(cfg)
+    with torch.no_grad():
+        assert model(torch.randn(batch, n)).shape == (batch, 10)
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_any_clip_length_is_classified(models, name):
+    cfg, model = models[name]
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal(int(s * cfg.audio.sample_rate)).astype(np.float32) * 0.1 for s in (0.3, 1.0, 5.0, 7.3)]
+    n = window_samples(cfg)
+    probs = predict_clips(model, clips, window=n, hop=n)
+    assert probs.shape == (4, 10)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", [n for n in preset_names() if n.startswith("logmel")])
+def test_logmel_models_take_several_lengths(models, name):
+    cfg, model = models[name]
+    model.eval()
+    for seconds in (1.0, 2.5, 5.0, 8.0):
+        with torch.no_grad():
+            assert model(torch.randn(2, int(seconds * cfg.audio.sample_rate))).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_backward_gives_finite_gradients_everywhere(models, name):
+    cfg, model = models[name]
+    model.train()
+    model.zero_grad()
+    loss = model(torch.randn(3, window_samples(cfg)) * 0.1).logsumexp(-1).mean()
+    loss.backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None, pname
+        assert torch.isfinite(p.grad).all(), pname
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_torch_export(models, name):
+    cfg, model = models[name]
+    model.eval()
+    x = torch.randn(2, window_samples(cfg))
+    batch = torch.export.Dim("batch", min=1, max=64)
+    exported = torch.export.export(model, (x,), dynamic_shapes=({0: batch},))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_report_parameter_counts(models):
+    assert count_parameters(models["seed-cnn"][1]) == (2_591_498, 0)
+    trainable, frozen = count_parameters(models["seed-transformer-h1"][1])
+    assert frozen == 0 and trainable == 48_491_594  # report: 48,467,946 (see docs/ARCHITECTURE.md)
+    assert count_parameters(models["seed-transformer-h4"][1]) == (trainable, 0)  # heads split, not add
+
+
+def test_macs_are_counted(models):
+    cfg, model = models["seed-cnn"]
+    macs = count_macs(model, window_samples(cfg))
+    # conv MACs: 16000*32*3 + 8000*64*32*3 + 4000*128*64*3, linear 256000*10
+    expected = 16000 * 32 * 3 + 8000 * 64 * 32 * 3 + 4000 * 128 * 64 * 3 + 256000 * 10
+    assert macs == expected
+
+
+def test_seed_transformer_channels_layout_needs_matching_dim():
+    cfg = load_config("seed-transformer-h1", ["model.dim=64"])
+    model = build_model(cfg, 10)
+    assert model(torch.randn(1, 16000)).shape == (1, 10)  # a projection 2000 -> 64 is added
+    with pytest.raises(SoundformerError, match="at least 2 classes"):
+        build_model(cfg, 1)

@@ -1,0 +1,245 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from soundformer import checkpoint
+from soundformer.cli import main
+from soundformer.config import load_config
+from soundformer.cv import make_split, plan_jobs, run_cv
+from soundformer.data.sources import load_manifest
+from soundformer.errors import SoundformerError
+from soundformer.train import lr_factor, run_job
+
+from .conftest import write_esc10
+
+TINY = ["audio.window_seconds=0.5", "model.dim=32", "model.depth=1", "model.heads=2", "model.mlp_dim=32",
+        "model.channels=[8,16]", "train.batch_size=4", "train.threads=1"]
+
+
+def tiny_cfg(*extra, preset="logmel-transformer"):
+    return load_config(preset, TINY + list(extra))
+
+
+def metrics(run_dir: Path, drop=("epoch_time_s", "data_wait_frac")):
+    with open(run_dir / "metrics.csv") as fh:
+        return [{k: v for k, v in row.items() if k not in drop} for row in csv.DictReader(fh)]
+
+
+def one_job(manifest, cfg, protocol="report"):
+    job = plan_jobs(manifest, protocol)[0]
+    return make_split(manifest, job, cfg)
+
+
+def test_run_folder_is_complete_and_consistent(tiny_esc10, tmp_path):
+    cfg = tiny_cfg("train.epochs=2")
+    m = load_manifest(tiny_esc10)
+    summary = run_job(cfg, m, one_job(m, cfg), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.csv", "summary.json", "predictions.npz", "done",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "checkpoints/model.pt"):
+        assert (run / name).exists(), name
+    rows = metrics(run)
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert summary["epochs_run"] == 2 and summary["test_n"] == 3 and summary["val_n"] == 3
+    preds = np.load(run / "predictions.npz")
+    assert summary["test_acc"] == pytest.approx((preds["test_probs"].argmax(1) == preds["test_labels"]).mean())
+    assert json.loads((run / "summary.json").read_text()) == summary
+    # the report protocol's first job validates on fold 1, tests on fold 5
+    assert all("/1-" in p or "\\1-" in p for p in preds["val_paths"])
+    assert all(Path(p).name.startswith("5-") for p in preds["test_paths"])
+
+
+def test_same_seed_same_metrics(tiny_esc10, tmp_path):
+    cfg = tiny_cfg("train.epochs=2", "augment.mixup_alpha=0.4", "augment.time_masks=1", "augment.gain_db=3")
+    m = load_manifest(tiny_esc10)
+    run_job(cfg, m, one_job(m, cfg), tmp_path / "a", progress=False)
+    run_job(cfg, m, one_job(m, cfg), tmp_path / "b", progress=False)
+    assert metrics(tmp_path / "a") == metrics(tmp_path / "b")
+    cfg.train.seed = 1
+    run_job(cfg, m, one_job(m, cfg), tmp_path / "c", progress=False)
+    assert metrics(tmp_path / "a") != metrics(tmp_path / "c")
+
+
+def test_test_fold_never_influences_training(tmp_path):
+    """Replace every test-fold clip with loud noise: training and selection must not change."""
+    a = write_esc10(tmp_path / "a")
+    b = write_esc10(tmp_path / "b")
+    rng = np.random.default_rng(0)
+    for p in b.rglob("5-*.wav"):
+        sf.write(p, rng.standard_normal(8000).astype(np.float32), 8000)
+    cfg = tiny_cfg("train.epochs=3", "train.select=best")
+    for root, name in ((a, "ra"), (b, "rb")):
+        m = load_manifest(root)
+        for protocol in ("report", "standard"):
+            job = [j for j in plan_jobs(m, protocol) if j.test_folds == [5]][0]
+            split = make_split(m, job, cfg)
+            assert not {it.fold for it in split.train + split.val} & {5}
+            run_job(cfg, m, split, tmp_path / f"{name}-{protocol}", progress=False)
+    for protocol in ("report", "standard"):
+        ra, rb = tmp_path / f"ra-{protocol}", tmp_path / f"rb-{protocol}"
+        assert metrics(ra) == metrics(rb)
+        wa = checkpoint.load(ra / "checkpoints" / "model.pt")["model"]
+        wb = checkpoint.load(rb / "checkpoints" / "model.pt")["model"]
+        for k in wa:  # normalisation statistics included
+            assert torch.equal(wa[k], wb[k]), k
+        sa, sb = (json.loads((r / "summary.json").read_text()) for r in (ra, rb))
+        assert sa["val_acc"] == sb["val_acc"] and sa["best_epoch"] == sb["best_epoch"]
+
+
+def test_existing_run_is_never_overwritten(tiny_esc10, tmp_path, capsys):
+    args = ["train", "--data", str(tiny_esc10), "--epochs", "1", "--quiet", "--out", str(tmp_path / "r")]
+    for kv in TINY:
+        args += ["--set", kv]
+    assert main(args) == 0
+    before = (tmp_path / "r" / "metrics.csv").read_text()
+    assert main(args) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "r" / "metrics.csv").read_text() == before
+    assert main(args + ["--overwrite"]) == 0
+
+
+def _train_cmd(data, out, epochs, extra=()):
+    cmd = [sys.executable, "-m", "soundformer", "train", "--data", str(data), "--epochs", str(epochs),
+           "--quiet", "--out", str(out), *extra]
+    for kv in TINY:
+        cmd += ["--set", kv]
+    return cmd
+
+
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
+    data = write_esc10(tmp_path / "d", per_fold=3)
+    env = dict(os.environ, PYTHONHASHSEED="0")
+    full = subprocess.run(_train_cmd(data, tmp_path / "full", 12), env=env, capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+    proc = subprocess.Popen(_train_cmd(data, tmp_path / "killed", 12), env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = tmp_path / "killed" / "checkpoints" / "last.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # wait for a few epochs, then kill -9 mid-run
+        if (tmp_path / "killed" / "metrics.csv").exists() and len(metrics(tmp_path / "killed")) >= 4:
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "done").exists(), "the run finished before it could be killed"
+    checkpoint.load(last)  # whatever moment the kill hit, the checkpoint on disk loads
+    resumed = subprocess.run(_train_cmd(data, tmp_path / "killed", 12, ["--resume"]), env=env,
+                             capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert metrics(tmp_path / "killed") == metrics(tmp_path / "full")
+    a = json.loads((tmp_path / "full" / "summary.json").read_text())
+    b = json.loads((tmp_path / "killed" / "summary.json").read_text())
+    assert a["test_acc"] == b["test_acc"] and a["val_acc"] == b["val_acc"]
+
+
+def test_interrupted_save_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "c.pt"
+    checkpoint.save_atomic({"model": {"w": torch.ones(3)}, "config": {}}, path)
+
+    def dying_save(obj, fh):
+        fh.write(b"partial bytes")
+        raise KeyboardInterrupt  # the process dies in the middle of writing
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_atomic({"model": {"w": torch.zeros(3)}, "config": {}}, path)
+    monkeypatch.undo()
+    assert torch.equal(checkpoint.load(path)["model"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_pickled_payload_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"model": {}, "config": {}, "x": Payload()}, evil)
+    with pytest.raises(SoundformerError, match="refusing to load"):
+        checkpoint.load(evil)
+    assert not marker.exists()
+
+
+def test_early_stopping_and_best_selection(tiny_esc10, tmp_path):
+    cfg = tiny_cfg("train.epochs=30", "train.early_stopping=2", "train.lr=1e-6", "train.select=best")
+    m = load_manifest(tiny_esc10)
+    summary = run_job(cfg, m, one_job(m, cfg), tmp_path / "r", progress=False)
+    assert summary["epochs_run"] < 30
+    assert summary["selected"].startswith("best")
+    rows = metrics(tmp_path / "r")
+    best = max(rows, key=lambda r: (float(r["val_acc"]), -float(r["val_loss"])))
+    assert summary["best_epoch"] == int(best["epoch"])
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "onecycle"])
+def test_schedules(schedule):
+    cfg = load_config("logmel-transformer", [f"train.schedule={schedule}", "train.epochs=10", "train.warmup_epochs=2"])
+    f = [lr_factor(cfg, s, 100) for s in range(100)]
+    assert max(f) == pytest.approx(1.0, abs=0.02) and min(f) >= 0
+    if schedule != "constant":
+        assert f[0] < 0.2 and f[-1] < 0.05 and np.argmax(f) in range(15, 25)
+
+
+def test_tensorboard_tracker_writes_events(tiny_esc10, tmp_path):
+    pytest.importorskip("tensorboard")
+    cfg = tiny_cfg("train.epochs=1", "train.tracker=tensorboard")
+    m = load_manifest(tiny_esc10)
+    run_job(cfg, m, one_job(m, cfg), tmp_path / "r", progress=False)
+    assert list((tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_wandb_tracker_offline(tiny_esc10, tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = tiny_cfg("train.epochs=1", "train.tracker=wandb")
+    m = load_manifest(tiny_esc10)
+    run_job(cfg, m, one_job(m, cfg), tmp_path / "r", progress=False)
+    assert list((tmp_path / "r" / "wandb").glob("offline-run-*"))
+
+
+def test_cv_runs_all_jobs_and_skips_finished_ones(tiny_esc10, tmp_path):
+    cfg = tiny_cfg("train.epochs=1")
+    m = load_manifest(tiny_esc10)
+    s = run_cv(cfg, m, tmp_path / "cv", protocol="report", progress=False, log=lambda _: None)
+    assert s["jobs_planned"] == ["val1", "val2", "val3", "val4"] and "ensemble_test_acc" in s
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "cv").glob("*/summary.json")}
+    logs = []
+    s2 = run_cv(cfg, m, tmp_path / "cv", protocol="report", progress=False, log=logs.append)
+    assert "4 of 4 jobs already done" in logs[0]
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert s2["test_acc_mean"] == s["test_acc_mean"]
+
+
+def test_cv_parallel_jobs_equal_serial(tiny_esc10, tmp_path):
+    cfg = tiny_cfg("train.epochs=1")
+    m = load_manifest(tiny_esc10)
+    serial = run_cv(cfg, m, tmp_path / "s", protocol="standard", progress=False, log=lambda _: None)
+    parallel = run_cv(cfg, m, tmp_path / "p", protocol="standard", jobs=2, progress=False, log=lambda _: None)
+    assert serial["per_job"].keys() == parallel["per_job"].keys() == {f"test{k}" for k in range(1, 6)}
+    for k in serial["per_job"]:
+        assert serial["per_job"][k]["test_acc"] == parallel["per_job"][k]["test_acc"]
+
+
+def test_unwritable_output_is_detected_before_training(tiny_esc10, tmp_path, capsys):
+    if os.geteuid() == 0:
+        target = Path("/proc/soundformer-run")  # not writable even for root
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        target = locked / "run"
+    args = ["train", "--data", str(tiny_esc10), "--epochs", "1", "--quiet", "--out", str(target)]
+    assert main(args) == 2
+    assert "cannot write to" in capsys.readouterr().err
