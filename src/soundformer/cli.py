@@ -141,6 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
     p_cv.add_argument("--out", required=True, help="folder for the runs (finished jobs are skipped)")
     p_cv.add_argument("--jobs", type=int, default=1, help="parallel jobs (threads split between them)")
     _add_run_args(p_cv)
+
+    # report
+    p_rep = sub.add_parser("report", help="HTML/Markdown/JSON report from run or cv folders")
+    p_rep.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run folders or cv folders (one per model)")
+    p_rep.add_argument("--out", required=True, help="folder for report.html, report.md, results.json")
+    p_rep.add_argument("--data", help="data set for the data section (default: the one the runs used)")
+    p_rep.add_argument("--title", default="soundformer report")
+
+    # study
+    p_st = sub.add_parser("study", help="the report's experiments end to end, then the report",
+                          epilog="Models: seed-cnn, seed-transformer-h1/h2/h4, logmel-cnn, logmel-transformer; "
+                                 "report protocol. Re-running continues where a killed study stopped. " + EPILOG_DATA)
+    _add_data_args(p_st)
+    p_st.add_argument("--out", required=True, help="study folder (one sub-folder per model, report/ at the end)")
+    p_st.add_argument("--budget", choices=["quick", "full"], default="quick",
+                      help="quick: minutes on a laptop CPU (few epochs, seed transformer shrunk, labelled); "
+                           "full: the presets as they are (default: %(default)s)")
+    p_st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config value for every model")
+    p_st.add_argument("--jobs", type=int, default=1, help="parallel jobs (threads split between them)")
+    p_st.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -205,7 +226,9 @@ def cmd_train(args) -> int:
     from .train import run_job
 
     cfg = _config_from_args(args)
-    manifest = _manifest(cfg, resolve_data(args.data))
+    data_path = resolve_data(args.data)
+    cfg.data.path = str(data_path.resolve())
+    manifest = _manifest(cfg, data_path)
     folds = manifest.folds
     test = args.test_fold if args.test_fold is not None else folds[-1]
     for flag, fold in (("--test-fold", test), ("--val-fold", args.val_fold)):
@@ -227,7 +250,9 @@ def cmd_cv(args) -> int:
     from .cv import run_cv
 
     cfg = _config_from_args(args)
-    manifest = _manifest(cfg, resolve_data(args.data))
+    data_path = resolve_data(args.data)
+    cfg.data.path = str(data_path.resolve())
+    manifest = _manifest(cfg, data_path)
     summary = run_cv(cfg, manifest, Path(args.out), protocol=args.protocol, jobs=max(1, args.jobs),
                      test_fold=args.test_fold, progress=not args.quiet)
     per = ", ".join(f"{k} {v['test_acc']:.3f}" for k, v in summary["per_job"].items())
@@ -238,7 +263,36 @@ def cmd_cv(args) -> int:
     return 0
 
 
-COMMANDS = {"presets": cmd_presets, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "cv": cmd_cv}
+def cmd_report(args) -> int:
+    from .report import build_report
+
+    build_report([Path(p) for p in args.runs], Path(args.out), data=Path(args.data) if args.data else None,
+                 title=args.title)
+    print(f"open {Path(args.out) / 'report.html'}")
+    return 0
+
+
+def cmd_study(args) -> int:
+    from .report import build_report
+    from .study import run_study, study_configs
+
+    data_path = resolve_data(args.data)
+    extra = list(args.overrides)
+    if args.format:
+        extra.append(f"data.format={args.format}")
+    if args.subset:
+        extra.append(f"data.subset={args.subset}")
+    cfgs = study_configs(args.budget, str(data_path.resolve()), extra)
+    manifest = _manifest(cfgs[0], data_path)
+    out = Path(args.out)
+    folders = run_study(cfgs, manifest, out, jobs=max(1, args.jobs), progress=not args.quiet)
+    build_report(folders, out / "report", data=data_path,
+                 title=f"soundformer study ({args.budget} budget) on {data_path.name}")
+    print(f"open {out / 'report' / 'report.html'}")
+    return 0
+
+
+COMMANDS = {"report": cmd_report, "study": cmd_study, "presets": cmd_presets, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "cv": cmd_cv}
 
 
 def main(argv: list[str] | None = None) -> int:

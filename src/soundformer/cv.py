@@ -72,7 +72,7 @@ def _run_one(args) -> tuple[str, dict | None, str | None]:
     try:
         split = make_split(manifest, job, cfg)
         resume = (run_dir / "checkpoints" / "last.pt").exists()
-        summary = run_job(cfg, manifest, split, run_dir, resume=resume, overwrite=False,
+        summary = run_job(cfg, manifest, split, run_dir, resume=resume, overwrite=not resume,
                           progress=progress, jobs=jobs, log=lambda m: print(m, flush=True))
         return job.name, summary, None
     except _E as exc:

@@ -122,12 +122,12 @@ class LogMelTransformer(AudioClassifier):
 
     uses_logmel = True
 
-    def __init__(self, *, frontend: LogMelFrontEnd, n_mels, channels, pool_time, n_classes, dim,
-                 depth, heads, mlp_dim, dropout, attn_dropout, drop_path, norm_first, positions,
+    def __init__(self, *, frontend: LogMelFrontEnd, n_mels, channels, pool_time, stem_double, n_classes,
+                 dim, depth, heads, mlp_dim, dropout, attn_dropout, drop_path, norm_first, positions,
                  max_tokens, fused):
         super().__init__()
         self.frontend = frontend
-        self.stem = LogMelConvStem(channels=channels, pool_time=pool_time)
+        self.stem = LogMelConvStem(channels=channels, pool_time=pool_time, double=stem_double)
         freq_bins = max(1, n_mels // self.stem.freq_reduction)
         self.to_tokens = nn.Linear(self.stem.out_channels * freq_bins, dim)
         self.encoder = CLSEncoder(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, dropout=dropout,
@@ -163,7 +163,7 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
     if m.name == "logmel_cnn":
         return LogMelCNN(frontend=frontend, channels=m.channels, dropout=m.dropout, n_classes=n_classes)
     return LogMelTransformer(frontend=frontend, n_mels=f.n_mels, channels=m.channels,
-                             pool_time=m.pool_time, n_classes=n_classes, **enc)
+                             pool_time=m.pool_time, stem_double=m.stem_double, n_classes=n_classes, **enc)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

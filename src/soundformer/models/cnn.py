@@ -43,7 +43,8 @@ class ConvBlock2d(nn.Module):
         ]
         if double:
             layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-        layers.append(nn.AvgPool2d(pool) if pool != (1, 1) else nn.Identity())
+        # ceil_mode: a map shorter than the pool (a very short clip) still yields one step
+        layers.append(nn.AvgPool2d(pool, ceil_mode=True) if pool != (1, 1) else nn.Identity())
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,5 @@
+"""Reports: read run folders, compute every number, draw figures, write HTML / Markdown / JSON."""
+
+from .build import build_report
+
+__all__ = ["build_report"]
