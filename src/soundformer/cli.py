@@ -162,6 +162,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="override a config value for every model")
     p_st.add_argument("--jobs", type=int, default=1, help="parallel jobs (threads split between them)")
     p_st.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    # predict / embed / export
+    p_pred = sub.add_parser("predict", help="classify audio files or folders with a trained model",
+                            epilog="JSON output: a list of {path, label, top_k: [{class, probability}], "
+                                   "probabilities: {class: p}, duration_s[, windows: [{start_s, end_s, label, "
+                                   "probability}]]}, or {path, error} for a file that failed.")
+    p_pred.add_argument("--checkpoint", required=True, help="a run's checkpoints/model.pt")
+    p_pred.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders (recursed)")
+    p_pred.add_argument("--top-k", type=int, default=3, help="classes to show per file (default: %(default)s)")
+    p_pred.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    p_pred.add_argument("--windows", action="store_true", help="also show the per-window timeline")
+    p_pred.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p_emb = sub.add_parser("embed", help="clip embeddings (CLS representation) for folders of audio")
+    p_emb.add_argument("--checkpoint", required=True)
+    p_emb.add_argument("paths", nargs="+", metavar="PATH")
+    p_emb.add_argument("--out", required=True, help="output .npz: paths, embeddings (N, D), labels")
+    p_exp = sub.add_parser("export", help="export a trained model to ONNX or TorchScript",
+                           epilog="Input: float32 waveform (batch, samples) at the model's sample rate; output: "
+                                  "logits. A JSON file beside the model lists classes and sample rate.")
+    p_exp.add_argument("--checkpoint", required=True)
+    p_exp.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p_exp.add_argument("--out", required=True, help="output file (.onnx or .pt)")
     return parser
 
 
@@ -292,7 +314,80 @@ def cmd_study(args) -> int:
     return 0
 
 
-COMMANDS = {"report": cmd_report, "study": cmd_study, "presets": cmd_presets, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "cv": cmd_cv}
+def cmd_predict(args) -> int:
+    import csv as _csv
+
+    from .data.audio import AudioError
+    from .predict import expand_paths, load_model
+
+    clf = load_model(args.checkpoint, device=args.device)
+    files = expand_paths(args.paths)
+    if not files:
+        raise SoundformerError("no audio files found in the given paths")
+    results, failed = [], 0
+    for path in files:
+        try:
+            pred = clf.predict_file(path)
+            results.append({"path": str(path), **pred.to_dict(args.top_k, args.windows)})
+        except (AudioError, SoundformerError) as exc:
+            failed += 1
+            print(f"soundformer: error: {exc}", file=sys.stderr)
+            results.append({"path": str(path), "error": str(exc)})
+    if args.format == "json":
+        print(json.dumps(results, indent=2))
+    elif args.format == "csv":
+        writer = _csv.writer(sys.stdout)
+        writer.writerow(["path", "label", *[f"p_{c}" for c in clf.classes], "error"])
+        for r in results:
+            probs = [f"{r['probabilities'][c]:.6f}" for c in clf.classes] if "error" not in r else [""] * len(clf.classes)
+            writer.writerow([r["path"], r.get("label", ""), *probs, r.get("error", "")])
+    else:
+        for r in results:
+            if "error" in r:
+                continue
+            top = "  ".join(f"{t['class']} {t['probability']:.3f}" for t in r["top_k"])
+            print(f"{r['path']}: {top}")
+            for w in r.get("windows", []):
+                print(f"    {w['start_s']:7.2f}-{w['end_s']:7.2f} s  {w['label']} {w['probability']:.3f}")
+    return 1 if failed else 0
+
+
+def cmd_embed(args) -> int:
+    import numpy as np
+
+    from .data.audio import AudioError
+    from .predict import expand_paths, load_model
+
+    clf = load_model(args.checkpoint)
+    files = expand_paths(args.paths)
+    paths, vectors, labels, failed = [], [], [], 0
+    for path in files:
+        try:
+            vectors.append(clf.embed_file(path))
+            labels.append(clf.predict_file(path).label)
+            paths.append(str(path))
+        except (AudioError, SoundformerError) as exc:
+            failed += 1
+            print(f"soundformer: error: {exc}", file=sys.stderr)
+    if not vectors:
+        raise SoundformerError("no embeddings written: no readable audio files in the given paths")
+    np.savez(args.out, paths=np.array(paths), embeddings=np.stack(vectors), predicted=np.array(labels))
+    print(f"{len(vectors)} embeddings of dimension {len(vectors[0])} written to {args.out}")
+    return 1 if failed else 0
+
+
+def cmd_export(args) -> int:
+    from .export import export
+    from .predict import load_model
+
+    meta = export(load_model(args.checkpoint), args.format, Path(args.out))
+    axes = "dynamic batch and time" if meta["dynamic_time"] else f"dynamic batch, {meta['window_samples']} samples"
+    print(f"exported {args.format} to {args.out} (waveform at {meta['sample_rate']} Hz, {axes}); metadata in "
+          f"{Path(args.out).with_suffix('.json')}")
+    return 0
+
+
+COMMANDS = {"predict": cmd_predict, "embed": cmd_embed, "export": cmd_export, "report": cmd_report, "study": cmd_study, "presets": cmd_presets, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "cv": cmd_cv}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """Features and batch augmentations, all in torch so they run on CPU or GPU.
 
 - ``LogMel``: waveform -> log-mel spectrogram (``torch.stft`` + a librosa mel filterbank), with
-  an alternative matrix-multiply DFT path that exports to ONNX.
+  an alternative DFT-as-convolution path that exports to ONNX.
 - ``spec_augment``, ``mixup``, ``random_gain``: vectorised batch augmentations.
 """
 
@@ -31,7 +31,7 @@ class LogMel(nn.Module):
         )
         self.register_buffer("mel_fb", torch.from_numpy(fb).float(), persistent=False)  # (M, F)
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)  # (n_fft,)
-        # DFT basis for the export-friendly path: frames @ basis -> (real, imag)
+        # DFT basis for the export-friendly path: (real, imag) = frames @ basis
         k = np.arange(n_fft // 2 + 1)
         n = np.arange(n_fft)
         angle = 2 * np.pi * np.outer(n, k) / n_fft
@@ -41,13 +41,13 @@ class LogMel(nn.Module):
         self.use_matmul_dft = False  # set by export: ONNX has no complex STFT everywhere
 
     def power_spectrogram(self, wav: torch.Tensor) -> torch.Tensor:
-        if self.use_matmul_dft:
+        if self.use_matmul_dft:  # a strided convolution with the windowed DFT basis
             pad = self.n_fft // 2
-            x = nn.functional.pad(wav.unsqueeze(1), (pad, pad)).squeeze(1)  # (B, N + n_fft)
-            frames = x.unfold(-1, self.n_fft, self.hop_length)  # (B, T, n_fft)
-            spec = frames @ self.dft_basis  # (B, T, 2F)
-            real, imag = spec.chunk(2, dim=-1)
-            return (real.square() + imag.square()).transpose(1, 2)  # (B, F, T)
+            x = nn.functional.pad(wav.unsqueeze(1), (pad, pad))  # (B, 1, N + n_fft)
+            kernel = self.dft_basis.t().unsqueeze(1)  # (2F, 1, n_fft)
+            spec = nn.functional.conv1d(x, kernel, stride=self.hop_length)  # (B, 2F, T)
+            real, imag = spec.chunk(2, dim=1)
+            return real.square() + imag.square()  # (B, F, T)
         spec = torch.stft(
             wav, self.n_fft, self.hop_length, window=self.window, center=True,
             pad_mode="constant", return_complex=True,

@@ -1,0 +1,59 @@
+"""Export a trained model to ONNX or TorchScript.
+
+The exported graph takes a float32 waveform batch ``(batch, samples)`` at the model's sample
+rate and returns logits ``(batch, n_classes)``; log-mel models accept any number of samples
+(dynamic batch and time axes), the seed models exactly one window. Long clips are classified
+by averaging softmax over windows, as ``soundformer predict`` does.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+
+from .errors import SoundformerError
+from .predict import Classifier
+
+
+def export(clf: Classifier, fmt: str, out: Path, opset: int = 17) -> dict:
+    model = clf.model.cpu().eval()
+    dynamic_time = model.uses_logmel
+    if model.uses_logmel:
+        model.frontend.logmel.use_matmul_dft = True  # ONNX-friendly STFT (same numbers)
+    example = torch.zeros(2, clf.window)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "classes": clf.classes, "sample_rate": clf.sample_rate, "window_samples": clf.window,
+        "dynamic_time": dynamic_time, "input": "waveform (batch, samples) float32, mono",
+        "output": "logits (batch, n_classes); softmax for probabilities",
+    }
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if fmt == "onnx":
+                axes = {"waveform": {0: "batch", 1: "samples"} if dynamic_time else {0: "batch"}, "logits": {0: "batch"}}
+                torch.onnx.export(model, (example,), str(out), input_names=["waveform"], output_names=["logits"],
+                                  dynamic_axes=axes, opset_version=opset, dynamo=False)
+                import onnx
+
+                proto = onnx.load(str(out))
+                for key, value in meta.items():
+                    entry = proto.metadata_props.add()
+                    entry.key, entry.value = key, json.dumps(value)
+                onnx.save(proto, str(out))
+            elif fmt == "torchscript":
+                scripted = torch.jit.trace(model, example)
+                torch.jit.save(scripted, str(out), _extra_files={"soundformer.json": json.dumps(meta)})
+            else:
+                raise SoundformerError(f"unknown export format '{fmt}'; choose onnx or torchscript")
+    except ImportError as exc:
+        raise SoundformerError(f"ONNX export needs the onnx package: pip install 'soundformer[onnx]' ({exc})") from None
+    finally:
+        if model.uses_logmel:
+            model.frontend.logmel.use_matmul_dft = False
+    out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
+    return meta

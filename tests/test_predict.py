@@ -1,0 +1,120 @@
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from soundformer import load_model
+from soundformer.cli import main
+from soundformer.config import load_config
+from soundformer.cv import make_split, plan_jobs
+from soundformer.data.sources import load_manifest
+from soundformer.train import run_job
+
+from .conftest import tone, write_esc10
+
+TINY = ["audio.window_seconds=0.5", "model.dim=32", "model.depth=1", "model.heads=2", "model.mlp_dim=32",
+        "model.channels=[8,16]", "train.batch_size=4", "train.threads=1", "train.epochs=2",
+        "features.n_mels=32", "features.hop_length=160"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trained")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SOUNDFORMER_CACHE", str(root / "cache"))
+    data = write_esc10(root / "data")
+    m = load_manifest(data)
+    out = {}
+    for preset in ("logmel-transformer", "seed-cnn"):
+        extra = ["audio.window_seconds=0.25", "train.epochs=1", "train.threads=1"] if preset == "seed-cnn" else TINY
+        cfg = load_config(preset, extra)
+        run_job(cfg, m, make_split(m, plan_jobs(m, "report")[0], cfg), root / preset, progress=False)
+        out[preset] = root / preset / "checkpoints" / "model.pt"
+    mp.undo()
+    return out
+
+
+def test_python_api(trained):
+    clf = load_model(trained["logmel-transformer"])
+    assert clf.cfg.features.n_mels == 32 and clf.cfg.features.hop_length == 160  # training settings restored
+    stereo = np.stack([tone(0, 1.3, 44100), tone(0, 1.3, 44100)], axis=1)  # (N, 2) at 44.1 kHz
+    pred = clf.predict(stereo, 44100)
+    assert pred.probs.shape == (3,) and pred.probs.sum() == pytest.approx(1, abs=1e-5)
+    assert pred.label in clf.classes and len(pred.top(2)) == 2
+    assert pred.window_probs.shape[0] == 3  # 1.3 s in 0.5-s windows: 0, 0.5, 0.8
+    batch = clf.predict_batch([tone(1, 0.7, 16000), tone(2, 0.2, 16000)], 16000)
+    assert len(batch) == 2
+    emb = clf.embed(tone(1, 1.0, 16000), 16000)
+    assert emb.shape == (32,) and np.isfinite(emb).all()
+    single = clf.predict(torch.from_numpy(tone(1, 0.7, 16000)), 16000)
+    np.testing.assert_allclose(single.probs, batch[0].probs, atol=1e-6)
+
+
+def test_predict_cli_json_with_a_bad_file(trained, tmp_path, capsys):
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    sf.write(folder / "a.wav", tone(0, 2.0, 22050), 22050)
+    sf.write(folder / "sub" / "b.flac", np.stack([tone(1, 0.3, 8000)] * 8, axis=1), 8000)  # 8 channels
+    (folder / "broken.wav").write_text("not audio")
+    code = main(["predict", "--checkpoint", str(trained["logmel-transformer"]), str(folder), "--format", "json",
+                 "--windows", "--top-k", "2"])
+    captured = capsys.readouterr()
+    assert code == 1  # one file failed
+    assert "broken.wav" in captured.err and "Traceback" not in captured.err
+    results = {r["path"].split("/")[-1]: r for r in json.loads(captured.out)}
+    assert set(results) == {"a.wav", "b.flac", "broken.wav"}
+    assert "error" in results["broken.wav"]
+    a = results["a.wav"]
+    assert len(a["top_k"]) == 2 and abs(sum(a["probabilities"].values()) - 1) < 1e-4
+    assert len(a["windows"]) == 4 and a["windows"][-1]["end_s"] == pytest.approx(2.0, abs=1e-3)
+
+
+def test_predict_cli_table_and_csv(trained, tmp_path, capsys):
+    sf.write(tmp_path / "a.wav", tone(2, 1.0, 16000), 16000)
+    assert main(["predict", "--checkpoint", str(trained["seed-cnn"]), str(tmp_path / "a.wav")]) == 0
+    assert "a.wav:" in capsys.readouterr().out
+    assert main(["predict", "--checkpoint", str(trained["seed-cnn"]), str(tmp_path / "a.wav"), "--format", "csv"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("path,label,p_") and len(lines) == 2
+
+
+def test_embed_cli(trained, tmp_path):
+    for k in range(3):
+        sf.write(tmp_path / f"{k}.wav", tone(k, 0.6, 16000), 16000)
+    out = tmp_path / "e.npz"
+    assert main(["embed", "--checkpoint", str(trained["logmel-transformer"]), str(tmp_path), "--out", str(out)]) == 0
+    z = np.load(out)
+    assert z["embeddings"].shape == (3, 32) and len(z["paths"]) == 3
+
+
+@pytest.mark.parametrize("preset", ["logmel-transformer", "seed-cnn"])
+def test_onnx_export_matches_pytorch(trained, tmp_path, preset):
+    ort = pytest.importorskip("onnxruntime")
+    path = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(trained[preset]), "--format", "onnx", "--out", str(path)]) == 0
+    clf = load_model(trained[preset])
+    session = ort.InferenceSession(str(path))
+    lengths = [clf.window] if preset == "seed-cnn" else [clf.window, 3000, 16000 * 3 + 17]
+    for batch in (1, 3, 5):
+        for n in lengths:
+            x = torch.randn(batch, n) * 0.1
+            ours = session.run(None, {"waveform": x.numpy()})[0]
+            with torch.no_grad():
+                ref = clf.model(x).numpy()
+            np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["classes"] == clf.classes and meta["sample_rate"] == 16000
+
+
+def test_torchscript_export(trained, tmp_path):
+    path = tmp_path / "m.pt"
+    assert main(["export", "--checkpoint", str(trained["logmel-transformer"]), "--format", "torchscript",
+                 "--out", str(path)]) == 0
+    scripted = torch.jit.load(str(path))
+    clf = load_model(trained["logmel-transformer"])
+    for batch, n in ((1, 8000), (4, 20000)):
+        x = torch.randn(batch, n) * 0.1
+        with torch.no_grad():
+            torch.testing.assert_close(scripted(x), clf.model(x), atol=1e-4, rtol=1e-4)
