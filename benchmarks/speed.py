@@ -1,0 +1,179 @@
+"""Training speed per preset, measured side by side against PyTorch's own building blocks.
+
+For each preset (batch of 32 five-second clips, forward + backward + AdamW step):
+  1. our model's training throughput (clips/s), hand-written attention;
+  2. a twin whose encoder blocks are torch.nn.TransformerEncoderLayer of the same sizes;
+  3. our model with the fused scaled_dot_product_attention path;
+  4. MACs per clip, achieved GFLOP/s and its share of this machine's float32 matmul rate;
+plus the data pipeline (first-pass decode + resample + log-mel, cached, and librosa's path),
+and a torch.profiler top-ops table for the recommended model.
+
+    python benchmarks/speed.py [--presets a,b] [--steps 3] [--data DIR] [--cv-summary FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from common import build, clip_batch, matmul_gflops, median, timeit
+from torch import nn
+
+from soundformer.config import preset_names
+from soundformer.models import count_macs
+from soundformer.train import window_samples
+
+
+class TorchBlock(nn.Module):
+    """nn.TransformerEncoderLayer behind our Block's call signature."""
+
+    def __init__(self, ours):
+        super().__init__()
+        dim = ours.norm1.normalized_shape[0]
+        act = "relu" if isinstance(ours.mlp.act, nn.ReLU) else "gelu"
+        self.layer = nn.TransformerEncoderLayer(
+            dim, ours.attn.heads, ours.mlp.fc1.out_features, dropout=ours.drop.p, activation=act,
+            batch_first=True, norm_first=ours.norm_first)
+
+    def forward(self, x, key_padding_mask=None, need_weights=False):
+        return self.layer(x), None
+
+
+def make_twin(model):
+    twin = __import__("copy").deepcopy(model)
+    twin.encoder.blocks = nn.ModuleList(TorchBlock(b) for b in twin.encoder.blocks)
+    return twin
+
+
+def set_fused(model, fused: bool):
+    for m in model.modules():
+        if hasattr(m, "fused"):
+            m.fused = fused
+
+
+def train_throughput(model, x, steps: int) -> float:
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    y = torch.randint(0, 10, (x.shape[0],))
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return median(timeit(step, repeats=steps, warmup=1))
+
+
+def data_pipeline(data: Path, n: int) -> dict:
+    import librosa
+    import soundfile as sf  # noqa: F401
+
+    from soundformer.data import audio
+    from soundformer.data.sources import load_manifest
+    from soundformer.features import LogMel
+
+    files = [it.path for it in load_manifest(data).items][:n]
+    lm = LogMel(sample_rate=16000, n_fft=1024, hop_length=320, n_mels=64)
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["SOUNDFORMER_CACHE"] = cache
+
+        def ours():
+            for f in files:
+                with torch.no_grad():
+                    lm(torch.from_numpy(audio.load(f, 16000))[None])
+
+        t0 = time.perf_counter()
+        ours()  # first pass: decode + resample + log-mel, filling the cache
+        out["first_pass_clips_s"] = n / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        ours()  # second pass: cache hits
+        out["cached_clips_s"] = n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for f in files:
+        y, _ = librosa.load(f, sr=16000)
+        librosa.feature.melspectrogram(y=y, sr=16000, n_fft=1024, hop_length=320, n_mels=64)
+    out["librosa_clips_s"] = n / (time.perf_counter() - t0)
+    out["first_pass_vs_librosa"] = out["first_pass_clips_s"] / out["librosa_clips_s"]
+    return out
+
+
+def profile_top_ops(model, x, rows: int = 12) -> str:
+    from torch.profiler import ProfilerActivity, profile
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    y = torch.randint(0, 10, (x.shape[0],))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default=",".join(preset_names()))
+    ap.add_argument("--steps", type=int, default=3, help="timed training steps per model (after 1 warm-up)")
+    ap.add_argument("--batch", type=int, default=32, help="clips per training step")
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "esc10"))
+    ap.add_argument("--data-clips", type=int, default=80)
+    ap.add_argument("--cv-summary", help="cv_summary.json of a full standard run, to print its wall time")
+    ap.add_argument("--profile", action="store_true", help="print torch.profiler top ops for logmel-transformer")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    peak = matmul_gflops() if device.type == "cpu" else float("nan")
+    print(f"# speed on {platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, device {device}")
+    print(f"float32 matmul (2048^3 torch.mm): {peak:.1f} GFLOP/s\n")
+    print("| preset | ours (clips/s) | nn.TransformerEncoderLayer twin | ours / twin | fused SDPA | fused / twin "
+          "| MACs/clip (M) | achieved GFLOP/s | % of matmul |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for preset in args.presets.split(","):
+        cfg, model = build(preset)
+        model.to(device)
+        x = clip_batch(cfg, args.batch).to(device)
+        heavy = cfg.model.name == "seed_transformer"
+        steps = 1 if heavy else args.steps
+        t_ours = train_throughput(model, x, steps)
+        per_clip = max(1, round(5.0 / cfg.audio.window_seconds))
+        macs = count_macs(model.cpu(), window_samples(cfg)) * per_clip
+        model.to(device)
+        twin_txt = ratio_txt = fused_txt = fratio_txt = "–"
+        if hasattr(model, "encoder"):
+            twin = make_twin(model).to(device)
+            t_twin = train_throughput(twin, x, steps)
+            set_fused(model, True)
+            t_fused = train_throughput(model, x, steps)
+            set_fused(model, False)
+            twin_txt, ratio_txt = f"{args.batch / t_twin:.1f}", f"{t_twin / t_ours:.2f}x"
+            fused_txt, fratio_txt = f"{args.batch / t_fused:.1f}", f"{t_twin / t_fused:.2f}x"
+        gflops = 3 * 2 * macs * args.batch / t_ours / 1e9  # backward ~ 2x forward
+        print(f"| {preset} | {args.batch / t_ours:.1f} | {twin_txt} | {ratio_txt} | {fused_txt} | {fratio_txt} | "
+              f"{macs / 1e6:,.0f} | {gflops:.1f} | {100 * gflops / peak:.0f} % |", flush=True)
+    if Path(args.data).exists():
+        d = data_pipeline(Path(args.data), args.data_clips)
+        print(f"\ndata pipeline on {args.data_clips} ESC-10 clips (decode + resample to 16 kHz + log-mel):")
+        print(f"  ours, first pass : {d['first_pass_clips_s']:.1f} clips/s")
+        print(f"  ours, cached     : {d['cached_clips_s']:.1f} clips/s")
+        print(f"  librosa.load + melspectrogram: {d['librosa_clips_s']:.1f} clips/s "
+              f"(first pass is {d['first_pass_vs_librosa']:.1f}x librosa)")
+    if args.cv_summary:
+        s = json.loads(Path(args.cv_summary).read_text())
+        print(f"\nfull cv ({s['protocol']}) of {s['preset']}: training time {s['train_time_s_total'] / 60:.1f} min, "
+              f"wall {s.get('wall_time_s_this_call', float('nan')) / 60:.1f} min, test acc {s['test_acc_mean']:.4f}")
+    if args.profile:
+        cfg, model = build("logmel-transformer")
+        print("\ntorch.profiler, one training step of logmel-transformer (batch 32), top ops by self CPU time:")
+        print(profile_top_ops(model, clip_batch(cfg, args.batch)))
+
+
+if __name__ == "__main__":
+    main()
