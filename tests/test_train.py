@@ -243,3 +243,27 @@ def test_unwritable_output_is_detected_before_training(tiny_esc10, tmp_path, cap
     args = ["train", "--data", str(tiny_esc10), "--epochs", "1", "--quiet", "--out", str(target)]
     assert main(args) == 2
     assert "cannot write to" in capsys.readouterr().err
+
+
+def test_torchrun_two_processes_match_one(tmp_path):
+    """DDP on CPU (gloo, 2 processes) ends within tolerance of a single process."""
+    data = write_esc10(tmp_path / "d", per_fold=2)
+    common = ["--data", str(data), "--epochs", "4", "--quiet", "--set", "augment.mixup_alpha=0",
+              "--set", "train.batch_size=8"]
+    for kv in TINY:
+        if not kv.startswith("train.batch_size"):
+            common += ["--set", kv]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    one = subprocess.run([sys.executable, "-m", "soundformer", "train", *common, "--out", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "soundformer",
+                          "train", *common, "--out", str(tmp_path / "two")], capture_output=True, text=True, env=env)
+    assert two.returncode == 0, two.stderr
+    a, b = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert len(a) == len(b) == 4
+    for ra, rb in zip(a, b):
+        assert float(ra["lr"]) == pytest.approx(float(rb["lr"]))
+        assert abs(float(ra["val_loss"]) - float(rb["val_loss"])) < 0.1
+        assert abs(float(ra["train_loss"]) - float(rb["train_loss"])) < 0.2
+    assert (tmp_path / "two" / "done").exists() and not list((tmp_path / "two").glob("*rank*"))

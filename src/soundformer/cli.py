@@ -262,6 +262,8 @@ def cmd_train(args) -> int:
     job = Job(Path(args.out).name, [f for f in folds if f != test and f not in val], val, [test])
     summary = run_job(cfg, manifest, make_split(manifest, job, cfg), Path(args.out), resume=args.resume,
                       overwrite=args.overwrite, progress=not args.quiet)
+    if not summary:  # a torchrun rank other than 0: rank 0 reports
+        return 0
     print(f"{cfg.name}: train acc {summary['train_acc']:.3f}, val acc {summary.get('val_acc', float('nan')):.3f}, "
           f"test acc {summary.get('test_acc', float('nan')):.3f} (fold {test}); selected {summary['selected']}; "
           f"run folder {args.out}")

@@ -13,7 +13,8 @@ from .errors import SoundformerError
 class Tracker:
     """Writes one metrics.csv row per epoch and forwards to an optional backend."""
 
-    def __init__(self, run_dir: Path, kind: str, config: dict[str, Any], name: str):
+    def __init__(self, run_dir: Path, kind: str, config: dict[str, Any], name: str, enabled: bool = True):
+        self.enabled = enabled  # False on DDP ranks other than 0: they write nothing
         self.path = run_dir / "metrics.csv"
         self.kind = kind
         self._tb = self._wandb = None
@@ -44,6 +45,8 @@ class Tracker:
 
     def truncate(self, epochs: int) -> None:
         """On resume: drop rows written after the checkpoint being resumed from."""
+        if not self.enabled:
+            return
         rows = [r for r in self.rows() if int(r["epoch"]) <= epochs]
         if rows:
             with open(self.path, "w", newline="") as fh:
@@ -54,6 +57,8 @@ class Tracker:
             self.path.unlink(missing_ok=True)
 
     def log(self, row: dict[str, float]) -> None:
+        if not self.enabled:
+            return
         new = not self.path.exists()
         with open(self.path, "a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(row))

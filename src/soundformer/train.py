@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
 
 from . import checkpoint
 from .config import Config, from_dict, save_config
 from .data import audio as audio_io
 from .data.dataset import WindowDataset
 from .data.sources import Item, Manifest
+from .distributed import init_from_env, shutdown
 from .errors import SoundformerError
 from .evaluate import accuracy, nll, predict_clips
 from .features import mixup, random_gain, spec_augment
@@ -168,6 +170,29 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
     )
 
 
+class TrainStep(torch.nn.Module):
+    """One forward pass of training: waveform -> augmented features -> logits and soft targets.
+
+    A module of its own so that DistributedDataParallel wraps the whole augmented forward.
+    """
+
+    def __init__(self, model: AudioClassifier, cfg: Config):
+        super().__init__()
+        self.model, self.aug = model, cfg.augment
+
+    def forward(self, wav: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = self.aug
+        if a.gain_db:
+            wav = random_gain(wav, max_db=a.gain_db)
+        feats = self.model.frontend(wav)
+        if self.model.uses_logmel and (a.freq_masks or a.time_masks):
+            feats = spec_augment(feats, freq_masks=a.freq_masks, freq_width=a.freq_mask_width,
+                                 time_masks=a.time_masks, time_width=a.time_mask_width)
+        if a.mixup_alpha:
+            feats, target = mixup(feats, target, alpha=a.mixup_alpha)
+        return self.model.head(self.model.embed_features(feats)[0]), target  # (B, C), (B, C)
+
+
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
 
@@ -202,16 +227,26 @@ def run_job(
     run_dir = Path(run_dir)
     if (run_dir / DONE).exists() and resume:
         return json.loads((run_dir / "summary.json").read_text())
-    preflight(run_dir, resume=resume, overwrite=overwrite)
+    device = pick_device(cfg.train.device)
+    ddp = init_from_env(device.type)
+    if ddp.enabled and device.type == "cuda":
+        device = torch.device("cuda", ddp.local_rank)
+    if ddp.main:
+        preflight(run_dir, resume=resume, overwrite=overwrite)
+    ddp.barrier()
     if resume:  # the run's own saved config wins, so a resumed run is the same run
         saved = checkpoint.load(run_dir / "checkpoints" / "last.pt")
         cfg = from_dict(saved["config"])
     t = cfg.train
-    threads = set_threads(t.threads, jobs)
-    device = pick_device(t.device)
+    threads = set_threads(t.threads, jobs * ddp.world)
     amp_dtype = autocast_dtype(device, t.amp)
-    seed_everything(t.seed)
-    save_config(cfg, run_dir / "config.yaml")
+    seed_everything(t.seed + ddp.rank)  # ranks draw different augmentations
+    progress = progress and ddp.main
+    if not ddp.main:
+        def log(_message: str) -> None:  # only rank 0 talks
+            pass
+    if ddp.main:
+        save_config(cfg, run_dir / "config.yaml")
 
     data = load_split_audio(cfg, split, progress=progress, log=log)
     window = window_samples(cfg)
@@ -232,15 +267,23 @@ def run_job(
         short_policy=cfg.audio.short_policy,
     )
     # drop a ragged last batch of one example: BatchNorm cannot train on a single example
-    loader = DataLoader(train_set, batch_size=t.batch_size, shuffle=True,
-                        drop_last=len(train_set) % t.batch_size == 1)
+    sampler = None
+    if ddp.enabled:  # each rank gets 1/world of every epoch; the global batch stays batch_size
+        sampler = DistributedSampler(train_set, num_replicas=ddp.world, rank=ddp.rank, shuffle=True, seed=t.seed)
+    per_rank_batch = max(1, t.batch_size // ddp.world)
+    loader = DataLoader(train_set, batch_size=per_rank_batch, shuffle=sampler is None, sampler=sampler,
+                        drop_last=len(train_set) // ddp.world % per_rank_batch == 1)
+    step_module: torch.nn.Module = TrainStep(model, cfg)
+    if ddp.enabled:
+        step_module = DistributedDataParallel(step_module, device_ids=[device.index] if device.type == "cuda" else None)
     steps_per_epoch = len(loader)
     total_steps = steps_per_epoch * t.epochs
     eval_hop = max(1, int(window * t.eval_hop))
     n_classes = len(manifest.classes)
     trainable, frozen = count_parameters(model)
 
-    tracker = Tracker(run_dir, t.tracker, cfg.to_dict(), name=f"{cfg.name}/{run_dir.name}")
+    tracker = Tracker(run_dir, t.tracker if ddp.main else "local", cfg.to_dict(), name=f"{cfg.name}/{run_dir.name}",
+                      enabled=ddp.main)
     start_epoch, best, history, elapsed = 1, {"epoch": 0, "val_acc": -1.0, "val_loss": math.inf}, [], 0.0
     if resume:
         model.load_state_dict(saved["model"])
@@ -272,6 +315,8 @@ def run_job(
         for epoch in range(start_epoch, t.epochs + 1):
             t0 = time.perf_counter()
             model.train()
+            if sampler is not None:
+                sampler.set_epoch(epoch)
             loss_sum = correct = seen = 0.0
             wait_s = 0.0
             tw = time.perf_counter()
@@ -281,20 +326,11 @@ def run_job(
                 for group in optimizer.param_groups:
                     group["lr"] = t.lr * lr_factor(cfg, global_step, total_steps)
                 wav, y = wav.to(device, non_blocking=True), y.to(device)
-                if cfg.augment.gain_db:
-                    wav = random_gain(wav, max_db=cfg.augment.gain_db)
                 target = F.one_hot(y, n_classes).float()
                 if t.label_smoothing:
                     target = target * (1 - t.label_smoothing) + t.label_smoothing / n_classes
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    feats = model.frontend(wav)
-                    if model.uses_logmel and (cfg.augment.freq_masks or cfg.augment.time_masks):
-                        feats = spec_augment(
-                            feats, freq_masks=cfg.augment.freq_masks, freq_width=cfg.augment.freq_mask_width,
-                            time_masks=cfg.augment.time_masks, time_width=cfg.augment.time_mask_width)
-                    if cfg.augment.mixup_alpha:
-                        feats, target = mixup(feats, target, alpha=cfg.augment.mixup_alpha)
-                    logits = model.head(model.embed_features(feats)[0])
+                    logits, target = step_module(wav, target)
                     loss = soft_cross_entropy(logits, target)
                 if not torch.isfinite(loss):
                     raise SoundformerError(
@@ -314,6 +350,7 @@ def run_job(
                 seen += n
                 tw = time.perf_counter()
             train_s = time.perf_counter() - t0
+            loss_sum, correct, seen = ddp.sum(loss_sum, correct, seen)
             eval_model = ema.module if ema is not None else model
             row = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
                    "train_loss": loss_sum / seen, "train_acc": correct / seen}
@@ -326,7 +363,7 @@ def run_job(
             row["epoch_time_s"] = time.perf_counter() - t0
             row["data_wait_frac"] = wait_s / max(train_s, 1e-9)
             history.append(row)
-            tracker.log(row)
+            tracker.log(row)  # a no-op on ranks other than 0
             improved = "val_acc" in row and (
                 row["val_acc"] > best["val_acc"]
                 or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
@@ -335,14 +372,17 @@ def run_job(
             if improved:
                 best = {"epoch": epoch, "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
                 stale = 0
-                checkpoint.save_atomic(make_checkpoint(epoch, weights), run_dir / "checkpoints" / "best.pt")
+                if ddp.main:
+                    checkpoint.save_atomic(make_checkpoint(epoch, weights), run_dir / "checkpoints" / "best.pt")
             else:
                 stale += 1
-            state = make_checkpoint(epoch, {k: v.detach().cpu() for k, v in model.state_dict().items()})
-            state.update(optimizer=optimizer.state_dict(), rng=rng_state())
-            if ema is not None:
-                state["ema"] = ema.state_dict()
-            checkpoint.save_atomic(state, run_dir / "checkpoints" / "last.pt")
+            if ddp.main:
+                state = make_checkpoint(epoch, {k: v.detach().cpu() for k, v in model.state_dict().items()})
+                state.update(optimizer=optimizer.state_dict(), rng=rng_state())
+                if ema is not None:
+                    state["ema"] = ema.state_dict()
+                checkpoint.save_atomic(state, run_dir / "checkpoints" / "last.pt")
+            ddp.barrier()
             if epoch_bar is not None:
                 epoch_bar.update(1)
                 epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
@@ -370,6 +410,11 @@ def run_job(
         )
 
     # ---- select, then (and only then) look at the test clips
+    if not ddp.main:  # rank 0 evaluates and writes; the others are done
+        tracker.close()
+        ddp.barrier()
+        shutdown(ddp)
+        return {}
     final_model = ema.module if ema is not None else model
     selected = f"last (epoch {len(history)})"
     if t.select == "best" and (run_dir / "checkpoints" / "best.pt").exists():
@@ -392,6 +437,8 @@ def run_job(
     tracker.log_summary(summary)
     tracker.close()
     (run_dir / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
+    ddp.barrier()
+    shutdown(ddp)
     return summary
 
 
