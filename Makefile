@@ -14,7 +14,7 @@ $(BIN)/soundformer-installed: pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# CPU PyTorch first (a plain `torch` requirement would pull a multi-GB CUDA build)
 	$(BIN)/python -m pip install -q torch==2.13.0 || $(BIN)/python -m pip install -q torch --index-url https://download.pytorch.org/whl/cpu
-	$(BIN)/python -m pip install -q -e '.[dev,onnx,tensorboard,wandb]'
+	$(BIN)/python -m pip install -q -e '.[dev,onnx,tensorboard,wandb,ray]'
 	touch $@
 
 setup: $(BIN)/soundformer-installed

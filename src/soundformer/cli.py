@@ -66,6 +66,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars; a log line every 10 epochs")
 
 
+def _add_launcher_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--launcher", choices=["local", "ray"], default="local",
+                   help="local: --jobs processes here; ray: a Ray cluster (pip install 'soundformer[ray]')")
+    p.add_argument("--address", help="Ray cluster address (default: start a local Ray instance)")
+
+
 def _config_from_args(args) -> Config:  # noqa: F821
     from .config import load_config
 
@@ -140,7 +146,22 @@ def build_parser() -> argparse.ArgumentParser:
     p_cv.add_argument("--test-fold", type=int, help="report protocol: held-out fold (default: last)")
     p_cv.add_argument("--out", required=True, help="folder for the runs (finished jobs are skipped)")
     p_cv.add_argument("--jobs", type=int, default=1, help="parallel jobs (threads split between them)")
+    _add_launcher_args(p_cv)
     _add_run_args(p_cv)
+
+    # sweep
+    p_sw = sub.add_parser("sweep", help="grid over config keys, each point cross-validated, ranked by validation",
+                          epilog="Example: soundformer sweep --preset logmel-transformer --grid train.lr=1e-3,3e-4 "
+                                 "--grid model.depth=2,4 --out runs/sweep. " + EPILOG_DATA)
+    _add_config_args(p_sw)
+    _add_data_args(p_sw)
+    p_sw.add_argument("--grid", action="append", required=True, metavar="KEY=V1,V2",
+                      help="a config key and its values (repeatable: the grid is their product)")
+    p_sw.add_argument("--protocol", choices=["report", "standard"], default="standard")
+    p_sw.add_argument("--out", required=True)
+    p_sw.add_argument("--jobs", type=int, default=1)
+    _add_launcher_args(p_sw)
+    _add_run_args(p_sw)
 
     # report
     p_rep = sub.add_parser("report", help="HTML/Markdown/JSON report from run or cv folders")
@@ -161,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config value for every model")
     p_st.add_argument("--jobs", type=int, default=1, help="parallel jobs (threads split between them)")
+    _add_launcher_args(p_st)
     p_st.add_argument("--quiet", action="store_true", help="no progress bars")
 
     # predict / embed / export
@@ -278,7 +300,8 @@ def cmd_cv(args) -> int:
     cfg.data.path = str(data_path.resolve())
     manifest = _manifest(cfg, data_path)
     summary = run_cv(cfg, manifest, Path(args.out), protocol=args.protocol, jobs=max(1, args.jobs),
-                     test_fold=args.test_fold, progress=not args.quiet)
+                     test_fold=args.test_fold, progress=not args.quiet, launcher=args.launcher,
+                     ray_address=args.address)
     per = ", ".join(f"{k} {v['test_acc']:.3f}" for k, v in summary["per_job"].items())
     print(f"{cfg.name} ({args.protocol}): test acc {summary['test_acc_mean']:.4f} +- {summary['test_acc_std']:.4f} [{per}]")
     if "ensemble_test_acc" in summary:
@@ -309,7 +332,8 @@ def cmd_study(args) -> int:
     cfgs = study_configs(args.budget, str(data_path.resolve()), extra)
     manifest = _manifest(cfgs[0], data_path)
     out = Path(args.out)
-    folders = run_study(cfgs, manifest, out, jobs=max(1, args.jobs), progress=not args.quiet)
+    folders = run_study(cfgs, manifest, out, jobs=max(1, args.jobs), progress=not args.quiet,
+                        launcher=args.launcher, ray_address=args.address)
     build_report(folders, out / "report", data=data_path,
                  title=f"soundformer study ({args.budget} budget) on {data_path.name}")
     print(f"open {out / 'report' / 'report.html'}")
@@ -389,7 +413,29 @@ def cmd_export(args) -> int:
     return 0
 
 
-COMMANDS = {"predict": cmd_predict, "embed": cmd_embed, "export": cmd_export, "report": cmd_report, "study": cmd_study, "presets": cmd_presets, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "cv": cmd_cv}
+def cmd_sweep(args) -> int:
+    from .sweep import parse_grid, run_sweep
+
+    cfg = _config_from_args(args)  # validates the base config and flags
+    data_path = resolve_data(args.data)
+    manifest = _manifest(cfg, data_path)
+    overrides = list(args.overrides)
+    for flag, key in (("epochs", "train.epochs"), ("seed", "train.seed"), ("device", "train.device")):
+        if getattr(args, flag, None) is not None:
+            overrides.append(f"{key}={getattr(args, flag)}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = run_sweep(args.preset, overrides, parse_grid(args.grid), manifest, str(data_path.resolve()), out,
+                     protocol=args.protocol, jobs=max(1, args.jobs), launcher=args.launcher,
+                     ray_address=args.address, progress=not args.quiet)
+    print("rank  val acc   test acc         point")
+    for r in rows:
+        print(f"{r['rank']:>4}  {r['val_acc_mean']:.4f}  {r['test_acc_mean']:.4f} +- {r['test_acc_std']:.4f}  {r['point']}")
+    print(f"ranked by mean validation accuracy; table in {out / 'sweep_summary.csv'}")
+    return 0
+
+
+COMMANDS = {"sweep": cmd_sweep, "predict": cmd_predict, "embed": cmd_embed, "export": cmd_export, "report": cmd_report, "study": cmd_study, "presets": cmd_presets, "summary": cmd_summary, "data": cmd_data, "train": cmd_train, "cv": cmd_cv}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -82,8 +82,13 @@ def _run_one(args) -> tuple[str, dict | None, str | None]:
 def run_cv(
     cfg: Config, manifest: Manifest, out_dir: Path, *, protocol: str, jobs: int = 1,
     test_fold: int | None = None, progress: bool = True, log: Callable[[str], None] = print,
+    launcher: str = "local", ray_address: str | None = None,
 ) -> dict:
-    """Run every job of ``protocol`` under ``out_dir`` (skipping finished ones) and summarise."""
+    """Run every job of ``protocol`` under ``out_dir`` (skipping finished ones) and summarise.
+
+    ``launcher="local"`` runs jobs here (``jobs`` processes at a time); ``"ray"`` sends the same
+    jobs to a Ray cluster (``ray_address``, or a local Ray instance) with retries.
+    """
     out_dir = Path(out_dir)
     plan = plan_jobs(manifest, protocol, test_fold)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -92,8 +97,15 @@ def run_cv(
         log(f"{cfg.name}: {len(plan) - len(todo)} of {len(plan)} jobs already done, skipping them")
     t0 = time.perf_counter()
     errors = []
-    args = [(cfg, manifest, j, out_dir / j.name, progress and jobs == 1, jobs) for j in todo]
-    if jobs > 1 and len(todo) > 1:
+    args = [(cfg, manifest, j, out_dir / j.name, progress and jobs == 1 and launcher == "local", jobs) for j in todo]
+    if launcher == "ray" and todo:
+        from .launchers import run_on_ray
+
+        for name, _, err in run_on_ray(_run_one, args, cfg, address=ray_address, log=log):
+            log(f"{cfg.name}/{name}: {'failed: ' + err if err else 'done'}")
+            if err:
+                errors.append(f"{name}: {err}")
+    elif jobs > 1 and len(todo) > 1:
         ctx = mp.get_context("spawn")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
             for name, _, err in pool.map(_run_one, args):

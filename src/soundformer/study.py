@@ -43,7 +43,8 @@ def study_configs(budget: str, data_path: str, extra: list[str] | None = None) -
 
 
 def run_study(cfgs: list[Config], manifest: Manifest, out: Path, *, jobs: int = 1, progress: bool = True,
-              log: Callable[[str], None] = print) -> list[Path]:
+              log: Callable[[str], None] = print, launcher: str = "local",
+              ray_address: str | None = None) -> list[Path]:
     out = Path(out)
     n_jobs = len(plan_jobs(manifest, "report"))
     total_epochs = sum(c.train.epochs for c in cfgs) * n_jobs
@@ -53,7 +54,8 @@ def run_study(cfgs: list[Config], manifest: Manifest, out: Path, *, jobs: int = 
     for i, cfg in enumerate(cfgs, start=1):
         log(f"[study {i}/{len(cfgs)}] {cfg.name}: {n_jobs} fold models x {cfg.train.epochs} epochs")
         folder = out / cfg.name
-        summary = run_cv(cfg, manifest, folder, protocol="report", jobs=jobs, progress=progress, log=log)
+        summary = run_cv(cfg, manifest, folder, protocol="report", jobs=jobs, progress=progress, log=log,
+                         launcher=launcher, ray_address=ray_address)
         folders.append(folder)
         done_epochs += cfg.train.epochs * n_jobs
         elapsed = time.perf_counter() - t0

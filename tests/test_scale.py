@@ -1,0 +1,80 @@
+"""Scale-out: the Ray launcher (local Ray instance) and the sweep command."""
+
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+from soundformer.cli import main
+from soundformer.config import load_config
+from soundformer.cv import run_cv
+from soundformer.data.sources import load_manifest
+
+from .conftest import write_esc10
+from .test_train import TINY, metrics
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_launcher_matches_local_and_retries_a_killed_job(ray_local, tmp_path):
+    data = write_esc10(tmp_path / "d", per_fold=2)
+    m = load_manifest(data)
+    cfg = load_config("logmel-transformer", TINY + ["train.epochs=8"])
+    local = run_cv(cfg, m, tmp_path / "local", protocol="report", progress=False, log=lambda _: None)
+
+    killed = []
+
+    def kill_one_worker():  # kill -9 the first Ray worker that has started training
+        deadline = time.time() + 120
+        while time.time() < deadline and not killed:
+            for job in ("val1", "val2", "val3", "val4"):
+                rows = tmp_path / "ray" / job / "metrics.csv"
+                if rows.exists() and len(rows.read_text().splitlines()) >= 3:
+                    subprocess.run(["pkill", "-9", "-f", "ray::_run_one"], check=False)
+                    killed.append(job)
+                    return
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=kill_one_worker)
+    watcher.start()
+    logs = []
+    remote = run_cv(cfg, m, tmp_path / "ray", protocol="report", launcher="ray", progress=False, log=logs.append)
+    watcher.join()
+    assert killed, "no worker was killed: the test did not exercise a retry"
+    assert any("ray:" in line and "retries" in line for line in logs)
+    assert remote["per_job"].keys() == local["per_job"].keys()
+    for job in local["per_job"]:
+        assert remote["per_job"][job]["test_acc"] == local["per_job"][job]["test_acc"]
+        assert metrics(tmp_path / "ray" / job) == metrics(tmp_path / "local" / job)
+    assert remote["ensemble_test_acc"] == local["ensemble_test_acc"]
+
+
+def test_sweep_ranks_by_validation(tmp_path, capsys):
+    data = write_esc10(tmp_path / "d", per_fold=1)
+    args = ["sweep", "--data", str(data), "--grid", "train.lr=1e-3,1e-5", "--grid", "model.depth=1",
+            "--protocol", "standard", "--epochs", "1", "--quiet", "--out", str(tmp_path / "sw")]
+    for kv in TINY:
+        if not kv.startswith("model.depth"):
+            args += ["--set", kv]
+    assert main(args) == 0
+    rows = json.loads((tmp_path / "sw" / "sweep_summary.json").read_text())
+    assert len(rows) == 2 and [r["rank"] for r in rows] == [1, 2]
+    assert rows[0]["val_acc_mean"] >= rows[1]["val_acc_mean"]
+    for r in rows:
+        assert (tmp_path / "sw" / r["point"] / "cv_summary.json").exists()
+    assert "ranked by mean validation accuracy" in capsys.readouterr().out
+
+
+def test_bad_grid_is_refused_before_training(tmp_path, capsys):
+    data = write_esc10(tmp_path / "d", per_fold=1)
+    assert main(["sweep", "--data", str(data), "--grid", "model.heads=3", "--out", str(tmp_path / "sw")]) == 2
+    assert "not divisible" in capsys.readouterr().err
+    assert not list((tmp_path / "sw").glob("*/cv_summary.json"))
