@@ -67,7 +67,7 @@ class ModelConfig:
     attention: str = "manual"  # manual (hand-written) | fused (scaled_dot_product_attention)
     token_layout: str = "time"  # seed transformer: channels (the report's) | time
     pool_time: int = 2  # log-mel stem: time pooling per conv block
-    stem_double: bool = False  # log-mel transformer stem: two convolutions per block
+    stem_double: bool = False  # log-mel stems: two convolutions per block instead of one
     max_tokens: int = 1024  # learned positions: table size
 
 

@@ -100,14 +100,14 @@ class SeedTransformer(AudioClassifier):
 
 
 class LogMelCNN(AudioClassifier):
-    """Compact 2D CNN on log-mel: double-conv blocks, global mean + max pooling, linear."""
+    """Compact 2D CNN on log-mel: conv blocks, global mean + max pooling, linear."""
 
     uses_logmel = True
 
-    def __init__(self, *, frontend: LogMelFrontEnd, channels, dropout, n_classes):
+    def __init__(self, *, frontend: LogMelFrontEnd, channels, dropout, n_classes, double: bool = False):
         super().__init__()
         self.frontend = frontend
-        self.stem = LogMelConvStem(channels=channels, pool_time=2, double=True)
+        self.stem = LogMelConvStem(channels=channels, pool_time=2, double=double)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.stem.out_channels, n_classes)
 
@@ -161,7 +161,8 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
     frontend = LogMelFrontEnd(sample_rate=a.sample_rate, n_fft=f.n_fft, hop_length=f.hop_length,
                               n_mels=f.n_mels, f_min=f.f_min, f_max=f.f_max)
     if m.name == "logmel_cnn":
-        return LogMelCNN(frontend=frontend, channels=m.channels, dropout=m.dropout, n_classes=n_classes)
+        return LogMelCNN(frontend=frontend, channels=m.channels, dropout=m.dropout, n_classes=n_classes,
+                         double=m.stem_double)
     return LogMelTransformer(frontend=frontend, n_mels=f.n_mels, channels=m.channels,
                              pool_time=m.pool_time, stem_double=m.stem_double, n_classes=n_classes, **enc)
 
