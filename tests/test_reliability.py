@@ -191,3 +191,17 @@ def test_manifest_paths_outside_root_need_consent(tmp_path, capsys):
     assert main(["data", "info", "--data", str(root / "m.csv")]) == 2
     assert "points outside" in capsys.readouterr().err
     assert Path(outside / "o.wav").exists()
+
+
+def test_label_known_only_to_the_test_fold_is_flagged(tmp_path, capsys):
+    for i in range(6):
+        sf.write(tmp_path / f"{i}.wav", tone(i % 2, 0.5, 8000), 8000)
+    sf.write(tmp_path / "odd.wav", tone(2, 0.5, 8000), 8000)
+    rows = ["path,label,fold"] + [f"{i}.wav,{'ab'[i % 2]},{i % 3 + 1}" for i in range(6)] + ["odd.wav,zebra,3"]
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    main(["data", "info", "--data", str(tmp_path / "m.csv")])
+    assert "one fold only" in capsys.readouterr().out
+    code = main(["train", "--data", str(tmp_path / "m.csv"), "--epochs", "1", "--quiet", "--out", str(tmp_path / "r"),
+                 *_args()])
+    assert code == 0
+    assert "no training clips for class(es) zebra" in capsys.readouterr().out

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -152,7 +151,3 @@ def summarise(out_dir: Path, plan: list[Job], protocol: str) -> dict:
         np.savez(out_dir / "ensemble_predictions.npz", test_probs=probs, test_labels=labels,
                  test_paths=preds[0]["test_paths"], classes=preds[0]["classes"])
     return out
-
-
-def default_jobs() -> int:
-    return 1 if (os.cpu_count() or 1) < 4 else 2

@@ -12,6 +12,7 @@ from .errors import SoundformerError
 
 
 def free_cores() -> int:
+    """Cores not already busy (1-minute load average), at least 1."""
     try:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
@@ -24,10 +25,14 @@ def free_cores() -> int:
 
 
 def set_threads(threads: int = 0, jobs: int = 1) -> int:
-    """Use ``threads`` CPU threads, or split the cores between ``jobs`` parallel jobs."""
+    """Use ``threads`` CPU threads, or split the free cores between ``jobs`` parallel jobs.
+
+    Oversubscribed cores are slow (two busy threads on two shared cores can run several times
+    slower than one), so the automatic choice counts only cores that are not already busy.
+    Set ``train.threads`` for runs that must be bit-identical across machines and loads.
+    """
     if threads <= 0:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        threads = max(1, cores // max(1, jobs))
+        threads = max(1, free_cores() // max(1, jobs))
     torch.set_num_threads(threads)
     return threads
 

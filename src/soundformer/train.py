@@ -221,7 +221,6 @@ def run_job(
     progress: bool = True,
     jobs: int = 1,
     log: Callable[[str], None] = print,
-    epoch_callback: Callable[[int, dict], None] | None = None,
 ) -> dict:
     """Train, select, evaluate and write one run folder; return its summary."""
     run_dir = Path(run_dir)
@@ -249,6 +248,10 @@ def run_job(
         save_config(cfg, run_dir / "config.yaml")
 
     data = load_split_audio(cfg, split, progress=progress, log=log)
+    untrained = sorted(set(manifest.classes) - {it.class_name for it in data["train"].items})
+    if untrained:
+        log(f"warning: no training clips for class(es) {', '.join(untrained)} in this split; "
+            f"the model cannot learn them (check the labels and folds with `soundformer data info`)")
     window = window_samples(cfg)
     model = build_model(cfg, len(manifest.classes))
     check_disk_space(run_dir, model)
@@ -391,8 +394,6 @@ def run_job(
                 log(f"{cfg.name} {run_dir.name} epoch {epoch}/{t.epochs} loss {row['train_loss']:.4f} "
                     f"acc {row['train_acc']:.3f} val_acc {row.get('val_acc', float('nan')):.3f} "
                     f"({row['epoch_time_s']:.1f}s)")
-            if epoch_callback is not None:
-                epoch_callback(epoch, row)
             if t.early_stopping and stale >= t.early_stopping:
                 log(f"early stopping at epoch {epoch}: no validation improvement for {stale} epochs")
                 break

@@ -34,6 +34,13 @@ def describe(manifest: Manifest) -> dict:
         durations.append(meta.frames / meta.samplerate)
         rates[meta.samplerate] += 1
         channels[meta.channels] += 1
+    folds_of: dict[str, set] = {}
+    for it in manifest.items:
+        folds_of.setdefault(it.class_name, set()).add(it.fold)
+    notes = list(manifest.notes)
+    lonely = sorted(c for c, f in folds_of.items() if len(f) == 1 and len(manifest.folds) > 1)
+    if lonely:
+        notes.append(f"classes found in one fold only (unknown to a model tested on that fold): {', '.join(lonely)}")
     d = np.array(durations) if durations else np.zeros(1)
     return {
         "root": str(manifest.root),
@@ -48,7 +55,7 @@ def describe(manifest: Manifest) -> dict:
         "sample_rates": {int(k): v for k, v in sorted(rates.items())},
         "channels": {int(k): v for k, v in sorted(channels.items())},
         "bad_files": bad,
-        "notes": manifest.notes,
+        "notes": notes,
     }
 
 
