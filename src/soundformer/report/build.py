@@ -149,14 +149,14 @@ def model_section(runs: ModelRuns, fig_dir: Path, slug: str) -> dict:
         metrics = full_metrics(labels, probs, classes)
         out["test_metrics"] = {k: v for k, v in metrics.items() if k != "roc"}
         out["figures"] = {
-            "confusion": figures.confusion(np.array(metrics["confusion"]), classes, runs.label,
+            "confusion": figures.confusion(np.array(metrics["confusion"]), classes, cfg.name,
                                            fig_dir / f"{slug}_confusion.png").name,
-            "f1": figures.f1_bars(metrics["per_class"], f"{runs.label}: per-class F1", fig_dir / f"{slug}_f1.png").name,
-            "roc": figures.roc(metrics["roc"], metrics["auc"], f"{runs.label}: one-vs-rest ROC", fig_dir / f"{slug}_roc.png").name,
+            "f1": figures.f1_bars(metrics["per_class"], f"{cfg.name}: per-class F1", fig_dir / f"{slug}_f1.png").name,
+            "roc": figures.roc(metrics["roc"], metrics["auc"], f"{cfg.name}: one-vs-rest ROC", fig_dir / f"{slug}_roc.png").name,
         }
     else:
         out["figures"] = {}
-    out["figures"]["curves"] = figures.curves(histories, runs.label, fig_dir / f"{slug}_curves.png").name
+    out["figures"]["curves"] = figures.curves(histories, cfg.name, fig_dir / f"{slug}_curves.png").name
     s0 = next(iter(summaries.values()))
     model = build_model(cfg, len(classes))
     window = int(round(cfg.audio.window_seconds * cfg.audio.sample_rate))

@@ -146,7 +146,8 @@ def overlay(histories: dict[str, dict[str, list[dict]]], path: Path) -> Path:
             if not series:
                 continue
             n = min(len(s) for s in series)
-            ax.plot(np.arange(1, n + 1), np.mean([s[:n] for s in series], 0), color=cmap(i % 10), lw=1.8, label=model)
+            ax.plot(np.arange(1, n + 1), np.mean([s[:n] for s in series], 0), color=cmap(i % 10), lw=1.8,
+                    label=model.split(" (")[0])
         ax.set(title=title, xlabel="epoch", ylabel="accuracy" if "acc" in key else "cross-entropy")
         ax.legend(fontsize=8)
     return _save(fig, path)
