@@ -239,6 +239,8 @@ def run_job(
     t = cfg.train
     threads = set_threads(t.threads, jobs * ddp.world)
     amp_dtype = autocast_dtype(device, t.amp)
+    # fp16 gradients underflow without loss scaling; bf16 and float32 need none (scaler disabled)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     seed_everything(t.seed + ddp.rank)  # ranks draw different augmentations
     progress = progress and ddp.main
     if not ddp.main:
@@ -341,10 +343,12 @@ def run_job(
                         f"(now {t.lr}) or set train.grad_clip"
                     )
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
                 if t.grad_clip:
+                    scaler.unscale_(optimizer)
                     torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                optimizer.step()
+                scaler.step(optimizer)
+                scaler.update()
                 if ema is not None:
                     ema.update_parameters(model)
                 n = len(y)
