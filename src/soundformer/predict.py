@@ -17,7 +17,7 @@ import torch
 from . import checkpoint
 from .config import Config, from_dict
 from .data import audio as audio_io
-from .data.dataset import clip_windows
+from .data.dataset import clip_windows, window_starts
 from .data.sources import AUDIO_EXTENSIONS
 from .errors import SoundformerError
 from .models import AudioClassifier, build_model
@@ -97,12 +97,8 @@ class Classifier:
         return [flat_out[a:b] for a, b in zip(sizes[:-1], sizes[1:])]
 
     def _prediction(self, clip: np.ndarray, window_probs: np.ndarray) -> Prediction:
-        n = len(window_probs)
-        length = max(len(clip), self.window)
-        starts = list(range(0, length - self.window + 1, self.hop))
-        if starts[-1] != length - self.window:
-            starts.append(length - self.window)
-        return Prediction(self.classes, window_probs.mean(0), window_probs, np.array(starts[:n]) / self.sample_rate,
+        starts = np.array(window_starts(len(clip), self.window, self.hop)) / self.sample_rate
+        return Prediction(self.classes, window_probs.mean(0), window_probs, starts,
                           self.cfg.audio.window_seconds, len(clip) / self.sample_rate)
 
     # -- public API

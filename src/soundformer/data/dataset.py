@@ -36,11 +36,18 @@ class WindowDataset(Dataset):
         return clip[start : start + self.window], self.labels[clip_index]  # (N,), ()
 
 
+def window_starts(length: int, window: int, hop: int) -> list[int]:
+    """Start samples of windows every ``hop`` over ``length`` samples; the last one ends at the end."""
+    length = max(length, window)
+    starts = list(range(0, length - window + 1, hop))
+    if starts[-1] != length - window:
+        starts.append(length - window)
+    return starts
+
+
 def clip_windows(clip: np.ndarray, window: int, hop: int, short_policy: str = "pad") -> torch.Tensor:
-    """Cover a clip with windows of ``window`` samples every ``hop``; the last one ends at the end."""
+    """Cover a clip with windows of ``window`` samples (see ``window_starts``)."""
     clip = fit_length(clip, window, short_policy)
-    starts = list(range(0, len(clip) - window + 1, hop))
-    if starts[-1] != len(clip) - window:
-        starts.append(len(clip) - window)
+    starts = window_starts(len(clip), window, hop)
     x = torch.from_numpy(clip)
     return torch.stack([x[s : s + window] for s in starts])  # (W, window)
