@@ -32,6 +32,8 @@ VARIANTS = {
     "lower lr (Adam 1e-4)": ["train.lr=1e-4"],
     "pre-norm + warm-up + AdamW 1e-3": ["model.norm_first=true", "train.warmup_epochs=1", "train.optimizer=adamw",
                                         "train.weight_decay=0.05", "train.schedule=cosine"],
+}
+OPTIONAL = {
     "time tokens (2000 x 128 -> dim 128), pre-norm": ["model.token_layout=time", "model.dim=128", "model.mlp_dim=256",
                                                       "model.norm_first=true", "train.warmup_epochs=1"],
 }
@@ -44,15 +46,19 @@ def main() -> None:
     ap.add_argument("--full", action="store_true", help="3 blocks and all 5 windows per clip (GPU)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", help="folder for the runs (default: a temporary folder)")
+    ap.add_argument("--all", action="store_true", help="also the time-token variant (2000 tokens: slow on CPU)")
+    ap.add_argument("--threads", type=int, default=0)
     args = ap.parse_args()
     manifest = load_manifest(args.data)
     shrink = [] if args.full else ["model.depth=1", "train.windows_per_clip=1", "augment.random_crop=true"]
     out = Path(args.out or tempfile.mkdtemp())
     results = {}
     print(f"# seed-transformer-h1 variants, {args.epochs} epochs, {'full size' if args.full else 'shrunk (1 block, 1 window/clip)'}")
-    for i, (name, overrides) in enumerate(VARIANTS.items()):
+    variants = {**VARIANTS, **(OPTIONAL if args.all else {})}
+    for i, (name, overrides) in enumerate(variants.items()):
         cfg = load_config("seed-transformer-h1", shrink + overrides + [f"train.epochs={args.epochs}",
-                                                                      f"train.device={args.device}"])
+                                                                      f"train.device={args.device}",
+                                                                      f"train.threads={args.threads}"])
         job = [j for j in plan_jobs(manifest, "report") if j.val_folds == [4]][0]
         split = make_split(manifest, job, cfg)
         split.test = []  # this diagnostic never reads the test fold
