@@ -1,0 +1,53 @@
+"""Test-time averaging ablation: re-evaluate each fold model of a cv folder on its test clips
+with evaluation windows every HOP of the window (1.0 = no overlap, the default; 0.5 = half
+overlap, so clips longer than one window get more windows), and with a single window per clip.
+
+    python benchmarks/tta.py runs/lt_std_s0 [--hops 1.0,0.5,0.25]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from soundformer import load_model
+from soundformer.data import audio
+from soundformer.evaluate import accuracy, predict_clips
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("cv_folder")
+    ap.add_argument("--hops", default="1.0,0.5,0.25")
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    folder = Path(args.cv_folder)
+    jobs = json.loads((folder / "cv_summary.json").read_text())["jobs_planned"]
+    hops = [float(h) for h in args.hops.split(",")]
+    table = {f"hop {h:g}": [] for h in hops}
+    table["first window only"] = []
+    for job in jobs:
+        clf = load_model(folder / job / "checkpoints" / "model.pt")
+        preds = np.load(folder / job / "predictions.npz")
+        clips = [audio.load(p, clf.sample_rate) for p in preds["test_paths"]]
+        labels = preds["test_labels"]
+        for h in hops:
+            probs = predict_clips(clf.model, clips, window=clf.window, hop=max(1, int(clf.window * h)),
+                                  short_policy=clf.cfg.audio.short_policy)
+            table[f"hop {h:g}"].append(accuracy(labels, probs))
+        firsts = [audio.fit_length(c, clf.window, clf.cfg.audio.short_policy)[: clf.window] for c in clips]
+        probs = predict_clips(clf.model, firsts, window=clf.window, hop=clf.window)
+        table["first window only"].append(accuracy(labels, probs))
+    print(f"| evaluation ({folder.name}) | " + " | ".join(jobs) + " | mean |")
+    print("|---|" + "---|" * (len(jobs) + 1))
+    for name, accs in table.items():
+        print(f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + f" | {100 * np.mean(accs):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
