@@ -208,6 +208,7 @@ def test_wandb_tracker_offline(tiny_esc10, tmp_path, monkeypatch):
     m = load_manifest(tiny_esc10)
     run_job(cfg, m, one_job(m, cfg), tmp_path / "r", progress=False)
     assert list((tmp_path / "r" / "wandb").glob("offline-run-*"))
+    assert (tmp_path / "r" / "curves.png").stat().st_size > 0  # the final figure sent to W&B
 
 
 def test_cv_runs_all_jobs_and_skips_finished_ones(tiny_esc10, tmp_path):

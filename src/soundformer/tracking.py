@@ -75,6 +75,11 @@ class Tracker:
             self._wandb.log(dict(row), step=step)
 
     def log_summary(self, summary: dict[str, Any], images: dict[str, Path] | None = None) -> None:
+        if self._tb is not None and images:
+            import matplotlib.image
+
+            for name, path in images.items():
+                self._tb.add_image(name, matplotlib.image.imread(str(path))[..., :3], dataformats="HWC")
         if self._wandb is not None:
             flat = {k: v for k, v in summary.items() if isinstance(v, (int, float, str))}
             self._wandb.summary.update(flat)

@@ -439,7 +439,12 @@ def run_job(
         "mean_data_wait_frac": float(np.mean([h["data_wait_frac"] for h in history])) if history else 0.0,
     })
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    tracker.log_summary(summary)
+    images = None
+    if t.tracker != "local":  # the trackers also get the run's final figure
+        from .report.figures import curves
+
+        images = {"curves": curves({run_dir.name: history}, cfg.name, run_dir / "curves.png")}
+    tracker.log_summary(summary, images)
     tracker.close()
     (run_dir / DONE).write_text(time.strftime("%Y-%m-%dT%H:%M:%S\n"))
     ddp.barrier()
