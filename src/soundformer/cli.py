@@ -86,6 +86,14 @@ def _config_from_args(args) -> Config:  # noqa: F821
     return load_config(args.preset, overrides)
 
 
+def _config_and_data(args):
+    """Config from the flags, the resolved data path (recorded in the config) and its manifest."""
+    cfg = _config_from_args(args)
+    data_path = resolve_data(args.data)
+    cfg.data.path = str(data_path.resolve())
+    return cfg, data_path, _manifest(cfg, data_path)
+
+
 def _manifest(cfg, data_path: Path):
     from .data.sources import load_manifest
 
@@ -269,10 +277,7 @@ def cmd_train(args) -> int:
     from .cv import Job, make_split
     from .train import run_job
 
-    cfg = _config_from_args(args)
-    data_path = resolve_data(args.data)
-    cfg.data.path = str(data_path.resolve())
-    manifest = _manifest(cfg, data_path)
+    cfg, _, manifest = _config_and_data(args)
     folds = manifest.folds
     test = args.test_fold if args.test_fold is not None else folds[-1]
     for flag, fold in (("--test-fold", test), ("--val-fold", args.val_fold)):
@@ -295,10 +300,7 @@ def cmd_train(args) -> int:
 def cmd_cv(args) -> int:
     from .cv import run_cv
 
-    cfg = _config_from_args(args)
-    data_path = resolve_data(args.data)
-    cfg.data.path = str(data_path.resolve())
-    manifest = _manifest(cfg, data_path)
+    cfg, _, manifest = _config_and_data(args)
     summary = run_cv(cfg, manifest, Path(args.out), protocol=args.protocol, jobs=max(1, args.jobs),
                      test_fold=args.test_fold, progress=not args.quiet, launcher=args.launcher,
                      ray_address=args.address)
@@ -416,9 +418,7 @@ def cmd_export(args) -> int:
 def cmd_sweep(args) -> int:
     from .sweep import parse_grid, run_sweep
 
-    cfg = _config_from_args(args)  # validates the base config and flags
-    data_path = resolve_data(args.data)
-    manifest = _manifest(cfg, data_path)
+    _, data_path, manifest = _config_and_data(args)  # validates the base config and flags
     overrides = list(args.overrides)
     for flag, key in (("epochs", "train.epochs"), ("seed", "train.seed"), ("device", "train.device")):
         if getattr(args, flag, None) is not None:
