@@ -375,11 +375,11 @@ def run_job(
                 row["val_acc"] > best["val_acc"]
                 or (row["val_acc"] == best["val_acc"] and row["val_loss"] < best["val_loss"])
             )
-            weights = {k: v.detach().cpu() for k, v in eval_model.state_dict().items()}
             if improved:
                 best = {"epoch": epoch, "val_acc": row["val_acc"], "val_loss": row["val_loss"]}
                 stale = 0
                 if ddp.main:
+                    weights = {k: v.detach().cpu() for k, v in eval_model.state_dict().items()}
                     checkpoint.save_atomic(make_checkpoint(epoch, weights), run_dir / "checkpoints" / "best.pt")
             else:
                 stale += 1

@@ -10,8 +10,11 @@ import soundfile as sf
 from .sources import Manifest
 
 
-def describe(manifest: Manifest) -> dict:
-    """Counts per class and fold, durations, sample rates, channels and bad files."""
+def describe(manifest: Manifest, durations_out: list[float] | None = None) -> dict:
+    """Counts per class and fold, durations, sample rates, channels and bad files.
+
+    ``durations_out``, if given, receives every usable clip's duration in seconds.
+    """
     per_class, per_fold = manifest.counts()
     durations, rates, channels, bad = [], Counter(), Counter(), []
     from .audio import AudioError, decode
@@ -41,6 +44,8 @@ def describe(manifest: Manifest) -> dict:
     lonely = sorted(c for c, f in folds_of.items() if len(f) == 1 and len(manifest.folds) > 1)
     if lonely:
         notes.append(f"classes found in one fold only (unknown to a model tested on that fold): {', '.join(lonely)}")
+    if durations_out is not None:
+        durations_out.extend(durations)
     d = np.array(durations) if durations else np.zeros(1)
     return {
         "root": str(manifest.root),

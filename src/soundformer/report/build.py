@@ -80,14 +80,8 @@ def data_section(cfg: Config, data_path: Path, fig_dir: Path) -> dict:
     d = cfg.data
     manifest = load_manifest(data_path, format=d.format, subset=d.subset, k_folds=d.k_folds,
                              split_seed=d.split_seed, allow_outside_root=d.allow_outside_root)
-    info = describe(manifest)
-    durations = []
-    for it in manifest.items:
-        try:
-            meta = sf.info(str(it.path))
-            durations.append(meta.frames / meta.samplerate)
-        except Exception:  # noqa: BLE001 - bad files are listed in info already
-            pass
+    durations: list[float] = []
+    info = describe(manifest, durations)
     sr = cfg.audio.sample_rate
     lm = _display_logmel(sr)
     examples = []
