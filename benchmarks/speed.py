@@ -8,7 +8,7 @@ For each preset (batch of 32 five-second clips, forward + backward + AdamW step)
 plus the data pipeline (first-pass decode + resample + log-mel, cached, and librosa's path),
 and a torch.profiler top-ops table for the recommended model.
 
-    python benchmarks/speed.py [--presets a,b] [--steps 3] [--data DIR] [--cv-summary FILE]
+    python benchmarks/speed.py [--presets a,b] [--steps 10] [--data DIR] [--cv-summary FILE]
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def set_fused(model, fused: bool):
             m.fused = fused
 
 
-def train_throughput(model, x, steps: int) -> float:
+def training_step(model, x):
+    """One forward + backward + AdamW step of ``model`` on batch ``x``, as a closure."""
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     y = torch.randint(0, 10, (x.shape[0],))
@@ -67,7 +68,21 @@ def train_throughput(model, x, steps: int) -> float:
         nn.functional.cross_entropy(model(x), y).backward()
         opt.step()
 
-    return median(timeit(step, repeats=steps, warmup=1))
+    return step
+
+
+def interleaved_step_times(steps: dict, rounds: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per step of each variant, timed in interleaved rounds (A B C A B C ...)
+    so that a slow moment of the machine (another process, frequency changes) hits them all."""
+    for step in steps.values():
+        for _ in range(warmup):
+            step()
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    names = list(steps)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate who goes first
+            times[name] += timeit(steps[name], repeats=1, warmup=0)
+    return {name: median(t) for name, t in times.items()}
 
 
 def data_pipeline(data: Path, n: int) -> dict:
@@ -123,7 +138,8 @@ def profile_top_ops(model, x, rows: int = 12) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default=",".join(preset_names()))
-    ap.add_argument("--steps", type=int, default=3, help="timed training steps per model (after 1 warm-up)")
+    ap.add_argument("--steps", type=int, default=10,
+                    help="timed training steps per model, interleaved across the variants (after 1 warm-up)")
     ap.add_argument("--batch", type=int, default=32, help="clips per training step")
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "datasets" / "esc10"))
     ap.add_argument("--data-clips", type=int, default=80)
@@ -144,20 +160,20 @@ def main() -> None:
         model.to(device)
         x = clip_batch(cfg, args.batch).to(device)
         heavy = cfg.model.name == "seed_transformer"
-        steps = 1 if heavy else args.steps
-        t_ours = train_throughput(model, x, steps)
-        per_clip = max(1, round(5.0 / cfg.audio.window_seconds))
-        macs = count_macs(model.cpu(), window_samples(cfg)) * per_clip
-        model.to(device)
-        twin_txt = ratio_txt = fused_txt = fratio_txt = "–"
+        steps = {"ours": training_step(model, x)}
         if hasattr(model, "encoder"):
-            twin = make_twin(model).to(device)
-            t_twin = train_throughput(twin, x, steps)
-            set_fused(model, True)
-            t_fused = train_throughput(model, x, steps)
-            set_fused(model, False)
-            twin_txt, ratio_txt = f"{args.batch / t_twin:.1f}", f"{t_twin / t_ours:.2f}x"
-            fused_txt, fratio_txt = f"{args.batch / t_fused:.1f}", f"{t_twin / t_fused:.2f}x"
+            steps["twin"] = training_step(make_twin(model).to(device), x)
+            fused = __import__("copy").deepcopy(model)
+            set_fused(fused, True)
+            steps["fused"] = training_step(fused, x)
+        t = interleaved_step_times(steps, rounds=1 if heavy else args.steps)
+        t_ours = t["ours"]
+        per_clip = max(1, round(5.0 / cfg.audio.window_seconds))
+        macs = count_macs(build(preset)[1], window_samples(cfg)) * per_clip
+        twin_txt = ratio_txt = fused_txt = fratio_txt = "–"
+        if "twin" in t:
+            twin_txt, ratio_txt = f"{args.batch / t['twin']:.1f}", f"{t['twin'] / t_ours:.2f}x"
+            fused_txt, fratio_txt = f"{args.batch / t['fused']:.1f}", f"{t['twin'] / t['fused']:.2f}x"
         gflops = 3 * 2 * macs * args.batch / t_ours / 1e9  # backward ~ 2x forward
         print(f"| {preset} | {args.batch / t_ours:.1f} | {twin_txt} | {ratio_txt} | {fused_txt} | {fratio_txt} | "
               f"{macs / 1e6:,.0f} | {gflops:.1f} | {100 * gflops / peak:.0f} % |", flush=True)

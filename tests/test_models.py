@@ -167,3 +167,18 @@ def test_seed_transformer_channels_layout_needs_matching_dim():
     assert model(torch.randn(1, 16000)).shape == (1, 10)  # a projection 2000 -> 64 is added
     with pytest.raises(SoundformerError, match="at least 2 classes"):
         build_model(cfg, 1)
+
+
+def test_time_shift_rolls_each_clip_within_its_limit():
+    from soundformer.features import time_shift
+
+    torch.manual_seed(0)
+    wav = torch.arange(1000, dtype=torch.float32).repeat(64, 1)  # (64, 1000) ramps
+    out = time_shift(wav, max_fraction=0.1)
+    shifts = (out[:, 0] != 0).long() * ((1000 - out[:, 0].long()) % 1000)  # out[0] = in[-shift]
+    for row, s in zip(out, shifts.tolist()):
+        assert torch.equal(row, torch.roll(wav[0], s))  # a pure circular shift, nothing lost
+    signed = [s if s <= 500 else s - 1000 for s in shifts.tolist()]
+    assert max(abs(s) for s in signed) <= 100
+    assert len(set(signed)) > 10  # each clip draws its own shift
+    assert torch.equal(time_shift(wav, max_fraction=0.0), wav)

@@ -78,3 +78,23 @@ def test_bad_grid_is_refused_before_training(tmp_path, capsys):
     assert main(["sweep", "--data", str(data), "--grid", "model.heads=3", "--out", str(tmp_path / "sw")]) == 2
     assert "not divisible" in capsys.readouterr().err
     assert not list((tmp_path / "sw").glob("*/cv_summary.json"))
+
+
+def test_threads_are_decided_once_not_from_our_own_load(tmp_path, monkeypatch):
+    """A job's own training raises the load average; the next fold must not read that as busy
+    cores and drop to fewer threads (this halved the speed of sequential cross-validation)."""
+    import soundformer.runtime as runtime
+
+    monkeypatch.setattr(runtime, "_FREE_CORES", None)
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    first = runtime.free_cores()
+    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (64.0, 64.0, 64.0))  # as if our job ran
+    assert runtime.free_cores() == first
+
+    data = write_esc10(tmp_path / "esc10", seconds=0.5)
+    cfg = load_config("logmel-cnn", TINY + ["train.epochs=1", "train.threads=0"])
+    assert cfg.train.threads == 0  # automatic
+    run_cv(cfg, load_manifest(data), tmp_path / "cv", protocol="report", progress=False, log=lambda _: None)
+    recorded = {(d / "config.yaml").read_text().split("threads: ")[1].split()[0] for d in (tmp_path / "cv").iterdir()
+                if (d / "config.yaml").exists()}
+    assert recorded == {str(first)}  # every fold ran with the count decided before the first one

@@ -75,6 +75,7 @@ class ModelConfig:
 class AugmentConfig:
     random_crop: bool = True  # random window position in training (a time shift)
     gain_db: float = 0.0  # random gain in +-gain_db
+    time_shift: float = 0.0  # random circular shift of each window, up to this fraction of it
     mixup_alpha: float = 0.0  # 0 = off
     freq_masks: int = 0  # SpecAugment (log-mel models only)
     freq_mask_width: int = 8
@@ -338,6 +339,8 @@ def validate(cfg: Config) -> None:
     if not needs_logmel and f.kind != "waveform":
         raise SoundformerError(f"model.name={m.name} needs features.kind=waveform")
     positive("augment.gain_db", g.gain_db, allow_zero=True)
+    if not 0 <= g.time_shift <= 1:
+        raise SoundformerError(f"augment.time_shift must be a fraction of the window in [0, 1], got {g.time_shift}")
     positive("augment.mixup_alpha", g.mixup_alpha, allow_zero=True)
     for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
         positive(f"augment.{key}", getattr(g, key), allow_zero=True)

@@ -2,7 +2,7 @@
 
 - ``LogMel``: waveform -> log-mel spectrogram (``torch.stft`` + a librosa mel filterbank), with
   an alternative DFT-as-convolution path that exports to ONNX.
-- ``spec_augment``, ``mixup``, ``random_gain``: vectorised batch augmentations.
+- ``spec_augment``, ``mixup``, ``random_gain``, ``time_shift``: vectorised batch augmentations.
 """
 
 from __future__ import annotations
@@ -93,3 +93,16 @@ def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float) -> tuple[torch.Tens
 def random_gain(wav: torch.Tensor, *, max_db: float) -> torch.Tensor:
     db = (torch.rand(wav.shape[0], 1) * 2 - 1) * max_db  # (B, 1) uniform in +-max_db
     return wav * (10 ** (db / 20)).to(wav.device)
+
+
+def time_shift(wav: torch.Tensor, *, max_fraction: float) -> torch.Tensor:
+    """Roll each (B, N) waveform circularly by its own random offset of up to
+    ``max_fraction`` x N samples either way: the sound moves within the window, with nothing
+    lost (ESC clips are silence-padded, so the silence moves too)."""
+    B, N = wav.shape
+    limit = int(max_fraction * N)
+    if limit == 0:
+        return wav
+    shift = torch.randint(-limit, limit + 1, (B, 1))  # (B, 1)
+    index = (torch.arange(N)[None, :] - shift) % N  # (B, N): out[t] = in[t - shift]
+    return wav.gather(1, index.to(wav.device))

@@ -10,18 +10,28 @@ import torch
 
 from .errors import SoundformerError
 
+_FREE_CORES: int | None = None
+
 
 def free_cores() -> int:
-    """Cores not already busy (1-minute load average), at least 1."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count() or 1
-    try:  # cores busy with other work are not free: two busy threads per core run far slower
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return max(1, min(cores, round(cores - load + 0.5)))
+    """Cores not already busy (1-minute load average), at least 1; measured once per process.
+
+    Measured once because this process's own training raises the load average: a second job
+    run by the same process (the next fold of a cross-validation) would otherwise count its
+    predecessor's threads as busy cores and run on half of them.
+    """
+    global _FREE_CORES
+    if _FREE_CORES is None:
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:
+            cores = os.cpu_count() or 1
+        try:  # cores busy with other work are not free: two busy threads per core run far slower
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+        _FREE_CORES = max(1, min(cores, round(cores - load + 0.5)))
+    return _FREE_CORES
 
 
 def set_threads(threads: int = 0, jobs: int = 1) -> int:

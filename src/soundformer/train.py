@@ -33,7 +33,7 @@ from .data.sources import Item, Manifest
 from .distributed import init_from_env, shutdown
 from .errors import SoundformerError
 from .evaluate import accuracy, nll, predict_clips
-from .features import mixup, random_gain, spec_augment
+from .features import mixup, random_gain, spec_augment, time_shift
 from .models import AudioClassifier, build_model, count_parameters
 from .runtime import autocast_dtype, pick_device, seed_everything, set_threads
 from .tracking import Tracker
@@ -184,6 +184,8 @@ class TrainStep(torch.nn.Module):
         a = self.aug
         if a.gain_db:
             wav = random_gain(wav, max_db=a.gain_db)
+        if a.time_shift:
+            wav = time_shift(wav, max_fraction=a.time_shift)
         feats = self.model.frontend(wav)
         if self.model.uses_logmel and (a.freq_masks or a.time_masks):
             feats = spec_augment(feats, freq_masks=a.freq_masks, freq_width=a.freq_mask_width,
