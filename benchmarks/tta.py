@@ -1,8 +1,10 @@
 """Test-time averaging ablation: re-evaluate each fold model of a cv folder on its test clips
 with evaluation windows every HOP of the window (1.0 = no overlap, the default; 0.5 = half
-overlap, so clips longer than one window get more windows), and with a single window per clip.
+overlap, so clips longer than one window get more windows), with a single window per clip, and
+with the first window averaged over K evenly spaced circular shifts of itself (the test-time
+counterpart of the ``augment.time_shift`` training augmentation).
 
-    python benchmarks/tta.py runs/lt_std_s0 [--hops 1.0,0.5,0.25]
+    python benchmarks/tta.py runs/lt_std_s0 [--hops 1.0,0.5,0.25] [--rolls 4,8]
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cv_folder")
     ap.add_argument("--hops", default="1.0,0.5,0.25")
+    ap.add_argument("--rolls", default="4", help="numbers of circular shifts to average (empty: none)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -31,6 +34,9 @@ def main() -> None:
     hops = [float(h) for h in args.hops.split(",")]
     table = {f"hop {h:g}": [] for h in hops}
     table["first window only"] = []
+    rolls = [int(k) for k in args.rolls.split(",") if k]
+    for k in rolls:
+        table[f"first window, mean of {k} circular shifts"] = []
     for job in jobs:
         clf = load_model(folder / job / "checkpoints" / "model.pt")
         preds = np.load(folder / job / "predictions.npz")
@@ -43,6 +49,11 @@ def main() -> None:
         firsts = [audio.fit_length(c, clf.window, clf.cfg.audio.short_policy)[: clf.window] for c in clips]
         probs = predict_clips(clf.model, firsts, window=clf.window, hop=clf.window)
         table["first window only"].append(accuracy(labels, probs))
+        for k in rolls:
+            shifted = [np.roll(c, i * clf.window // k) for c in firsts for i in range(k)]  # clip-major
+            p = predict_clips(clf.model, shifted, window=clf.window, hop=clf.window)
+            probs = p.reshape(len(firsts), k, -1).mean(1)
+            table[f"first window, mean of {k} circular shifts"].append(accuracy(labels, probs))
     print(f"| evaluation ({folder.name}) | " + " | ".join(jobs) + " | mean |")
     print("|---|" + "---|" * (len(jobs) + 1))
     for name, accs in table.items():

@@ -86,9 +86,9 @@ def test_threads_are_decided_once_not_from_our_own_load(tmp_path, monkeypatch):
     import soundformer.runtime as runtime
 
     monkeypatch.setattr(runtime, "_FREE_CORES", None)
-    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    monkeypatch.setattr(runtime, "_busy_cores", lambda: 0.0)
     first = runtime.free_cores()
-    monkeypatch.setattr(runtime.os, "getloadavg", lambda: (64.0, 64.0, 64.0))  # as if our job ran
+    monkeypatch.setattr(runtime, "_busy_cores", lambda: 64.0)  # as if our own job were running
     assert runtime.free_cores() == first
 
     data = write_esc10(tmp_path / "esc10", seconds=0.5)
@@ -98,3 +98,20 @@ def test_threads_are_decided_once_not_from_our_own_load(tmp_path, monkeypatch):
     recorded = {(d / "config.yaml").read_text().split("threads: ")[1].split()[0] for d in (tmp_path / "cv").iterdir()
                 if (d / "config.yaml").exists()}
     assert recorded == {str(first)}  # every fold ran with the count decided before the first one
+
+
+def test_busy_cores_sees_a_busy_process_at_once():
+    """The load average lags a minute behind; the /proc/stat sample sees a spinning process now."""
+    import sys
+
+    from soundformer.runtime import _busy_cores
+
+    before = _busy_cores(0.5)
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        during = _busy_cores(0.5)
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert during - before > 0.5

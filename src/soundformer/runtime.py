@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import random
+import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -13,24 +15,40 @@ from .errors import SoundformerError
 _FREE_CORES: int | None = None
 
 
-def free_cores() -> int:
-    """Cores not already busy (1-minute load average), at least 1; measured once per process.
+def _busy_cores(interval: float = 0.3) -> float:
+    """Cores busy right now (Linux: /proc/stat sampled ``interval`` seconds apart), or the
+    1-minute load average where /proc is missing. The load average lags by about a minute, so a
+    job that just ended would still count as busy; the sample does not."""
+    def sample() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields[:8]), idle
 
-    Measured once because this process's own training raises the load average: a second job
-    run by the same process (the next fold of a cross-validation) would otherwise count its
-    predecessor's threads as busy cores and run on half of them.
-    """
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval)
+        total1, idle1 = sample()
+        cores = os.cpu_count() or 1
+        return cores * (1 - (idle1 - idle0) / max(1, total1 - total0))
+    except (OSError, ValueError, IndexError):
+        try:
+            return os.getloadavg()[0]
+        except OSError:
+            return 0.0
+
+
+def free_cores() -> int:
+    """Cores of this process's CPU set not busy with other work, at least 1; measured once per
+    process, before our own training adds to the load (a second job of the same process, the
+    next fold of a cross-validation, must not count its predecessor's threads as busy cores)."""
     global _FREE_CORES
     if _FREE_CORES is None:
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:
             cores = os.cpu_count() or 1
-        try:  # cores busy with other work are not free: two busy threads per core run far slower
-            load = os.getloadavg()[0]
-        except OSError:
-            load = 0.0
-        _FREE_CORES = max(1, min(cores, round(cores - load + 0.5)))
+        # busy cores are not free: two busy threads per core run far slower than one
+        _FREE_CORES = max(1, min(cores, round(cores - _busy_cores())))
     return _FREE_CORES
 
 
