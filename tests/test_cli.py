@@ -68,3 +68,18 @@ def test_training_refuses_bad_files_unless_skipped(tiny_esc10, tmp_path, capsys)
     assert main([*args, "--out", str(tmp_path / "r2"), "--skip-bad"]) == 0
     out = capsys.readouterr().out
     assert "skipping 1 bad audio file" in out and "2-999-A.wav" in out
+
+
+def test_presets_prints_a_preset_in_full_with_meanings(tmp_path, capsys):
+    from soundformer.config import load_config
+
+    assert main(["presets", "logmel-transformer", "--set", "train.lr=3e-4"]) == 0
+    text = capsys.readouterr().out
+    assert "  lr: 0.0003  # peak learning rate" in text
+    assert "  time_shift: 0.0  # random circular shift" in text
+    (tmp_path / "mine.yaml").write_text(text)  # the printout is itself a usable preset file
+    printed, wanted = load_config(str(tmp_path / "mine.yaml")).to_dict(), load_config(
+        "logmel-transformer", ["train.lr=3e-4"]).to_dict()
+    assert {k: v for k, v in printed.items() if k != "name"} == {k: v for k, v in wanted.items() if k != "name"}
+    assert main(["presets", "nope"]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err

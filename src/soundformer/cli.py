@@ -126,7 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
     p_dl.add_argument("--sha256", help="expected SHA-256 of the archive")
 
     # presets / summary
-    sub.add_parser("presets", help="list the model presets")
+    p_pre = sub.add_parser("presets", help="list the model presets, or print one's settings",
+                           description="Without a name: one line per preset. With a name (or a YAML file): "
+                                       "its resolved settings as YAML, each with what it means; --set "
+                                       "overrides apply, so this shows what a run would use.")
+    p_pre.add_argument("preset", nargs="?", help="preset name or YAML file to print in full")
+    p_pre.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value (repeatable)")
     p_sum = sub.add_parser("summary", help="parameters and multiply-accumulates of a preset")
     _add_config_args(p_sum)
     p_sum.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
@@ -221,8 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_presets(args) -> int:
-    from .config import load_config, preset_names
+    from .config import annotated_yaml, load_config, preset_names
 
+    if args.preset:
+        print(annotated_yaml(load_config(args.preset, args.overrides)), end="")
+        return 0
     for name in preset_names():
         print(f"{name:22s} {load_config(name).description}")
     return 0

@@ -25,14 +25,14 @@ class DataConfig:
     format: str = "auto"  # auto|esc50|esc10|folder|csv|urbansound8k
     subset: str = ""  # esc50 only: "esc10" keeps the ESC-10 classes
     k_folds: int = 5  # folds made for layouts that have none (folder, csv without fold)
-    split_seed: int = 0
-    skip_bad: bool = False
+    split_seed: int = 0  # seed of the folds made for folder/csv layouts
+    skip_bad: bool = False  # train without unreadable files instead of refusing the data set
     allow_outside_root: bool = False  # may a CSV manifest name files outside its folder?
 
 
 @dataclass
 class AudioConfig:
-    sample_rate: int = 16000
+    sample_rate: int = 16000  # every clip is resampled to this rate (Hz)
     window_seconds: float = 5.0  # model input length; longer clips are cut into windows
     short_policy: str = "pad"  # pad|loop: how a clip shorter than one window is filled
     cache: bool = True  # keep decoded + resampled audio on disk
@@ -41,10 +41,10 @@ class AudioConfig:
 @dataclass
 class FeatureConfig:
     kind: str = "waveform"  # waveform|logmel
-    n_fft: int = 1024
-    hop_length: int = 320
-    n_mels: int = 64
-    f_min: float = 0.0
+    n_fft: int = 1024  # STFT frame length in samples
+    hop_length: int = 320  # STFT hop in samples
+    n_mels: int = 64  # mel bands
+    f_min: float = 0.0  # lowest mel frequency (Hz)
     f_max: float = 0.0  # 0 = sample_rate / 2
     normalize: bool = True  # per-mel-bin mean/std from the training data
 
@@ -53,15 +53,15 @@ class FeatureConfig:
 class ModelConfig:
     name: str = "logmel_transformer"  # seed_cnn|seed_transformer|logmel_cnn|logmel_transformer
     # convolutional front-end (the seed CNN's channels, or the log-mel stem's)
-    channels: list[int] = field(default_factory=lambda: [32, 64, 128])
+    channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # conv channels per stage
     # transformer encoder
-    dim: int = 128
-    depth: int = 4
-    heads: int = 4
-    mlp_dim: int = 256
-    dropout: float = 0.1
-    attn_dropout: float = 0.0
-    drop_path: float = 0.1
+    dim: int = 128  # token (model) dimension
+    depth: int = 4  # encoder blocks
+    heads: int = 4  # attention heads; must divide dim
+    mlp_dim: int = 256  # hidden size of each block's feed-forward layer
+    dropout: float = 0.1  # after attention, in the feed-forward layer, on the embeddings
+    attn_dropout: float = 0.0  # on the attention weights
+    drop_path: float = 0.1  # stochastic depth of the last block (0 for the first, linear between)
     norm_first: bool = True  # pre-norm (True) or post-norm as in the original transformer
     positions: str = "sinusoidal"  # sinusoidal|learned
     attention: str = "manual"  # manual (hand-written) | fused (scaled_dot_product_attention)
@@ -78,28 +78,28 @@ class AugmentConfig:
     time_shift: float = 0.0  # random circular shift of each window, up to this fraction of it
     mixup_alpha: float = 0.0  # 0 = off
     freq_masks: int = 0  # SpecAugment (log-mel models only)
-    freq_mask_width: int = 8
-    time_masks: int = 0
-    time_mask_width: int = 20
+    freq_mask_width: int = 8  # widest frequency mask, in mel bins
+    time_masks: int = 0  # SpecAugment time masks
+    time_mask_width: int = 20  # widest time mask, in frames
 
 
 @dataclass
 class TrainConfig:
-    epochs: int = 100
-    batch_size: int = 32
+    epochs: int = 100  # passes over the training clips
+    batch_size: int = 32  # examples per step (per process under torchrun)
     optimizer: str = "adam"  # adam|adamw
-    lr: float = 1e-3
-    weight_decay: float = 0.0
+    lr: float = 1e-3  # peak learning rate
+    weight_decay: float = 0.0  # decoupled (AdamW) or L2 (Adam)
     schedule: str = "constant"  # constant|cosine|onecycle
-    warmup_epochs: float = 0.0
-    label_smoothing: float = 0.0
+    warmup_epochs: float = 0.0  # linear warm-up before the schedule
+    label_smoothing: float = 0.0  # share of each target spread over the other classes
     grad_clip: float = 0.0  # 0 = off
     early_stopping: int = 0  # patience in epochs; 0 = off
     select: str = "best"  # which checkpoint is evaluated: best (by validation) | last
     windows_per_clip: int = 1  # training samples drawn from each clip per epoch
     val_fraction: float = 0.1  # standard protocol: validation share taken from training folds
     eval_hop: float = 1.0  # evaluation window hop, as a fraction of the window
-    seed: int = 0
+    seed: int = 0  # initialisation, augmentation and shuffling
     device: str = "auto"  # auto|cpu|cuda
     amp: str = "auto"  # auto|bf16|fp16|off (autocast on GPU only)
     threads: int = 0  # CPU threads; 0 = the free cores
@@ -361,6 +361,39 @@ def validate(cfg: Config) -> None:
         raise SoundformerError(f"train.eval_hop must be in (0, 1], got {t.eval_hop}")
     if not 0 <= t.ema < 1:
         raise SoundformerError(f"train.ema must be in [0, 1), got {t.ema}")
+
+
+def key_comments() -> dict[str, str]:
+    """``section.key`` -> the comment written beside that field in this module (the docs of
+    every setting live in one place: the dataclasses above)."""
+    import inspect
+
+    sections = {f.name: f.type for f in dataclasses.fields(Config) if f.name not in ("name", "description")}
+    comments: dict[str, str] = {}
+    for section in sections:
+        cls = type(getattr(Config(), section))
+        for line in inspect.getsource(cls).splitlines():
+            head, _, comment = line.partition("  # ")
+            key = head.strip().split(":", 1)[0]
+            if comment and ":" in head and key.isidentifier():
+                comments[f"{section}.{key}"] = comment.strip()
+    return comments
+
+
+def annotated_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, each setting followed by what it means."""
+    comments = key_comments()
+    lines = []
+    for section, values in cfg.to_dict().items():
+        if not isinstance(values, dict):
+            lines.append(yaml.safe_dump({section: values}, width=10**6).strip())
+            continue
+        lines.append(f"{section}:")
+        for key, value in values.items():
+            text = yaml.safe_dump({key: value}, default_flow_style=True, width=10**6).strip()[1:-1]
+            note = comments.get(f"{section}.{key}")
+            lines.append(f"  {text}" + (f"  # {note}" if note else ""))
+    return "\n".join(lines) + "\n"
 
 
 def save_config(cfg: Config, path: Path) -> None:
