@@ -2,6 +2,10 @@
 each job's summary.json; prints what was measured, nothing else).
 
     python benchmarks/results_table.py runs/lt_std_s0 runs/lt_std_s1 ...
+    python benchmarks/results_table.py --ablation runs/lt_std_s0 runs/abl_nomixup ...
+
+``--ablation BASE``: one row per folder with its difference from BASE, and the settings that
+differ from BASE's, read from the saved ``config.yaml`` files (threads and data path ignored).
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+from soundformer.config import from_dict
 
 
 def row(folder: Path) -> str:
@@ -28,7 +34,35 @@ def row(folder: Path) -> str:
             f"| {cv.get('wall_time_s_this_call', float('nan')) / 60:.1f} min |")
 
 
+def settings(folder: Path) -> dict:
+    first = json.loads((folder / "cv_summary.json").read_text())["jobs_planned"][0]
+    # through the current Config, so keys added since the run was made read as their defaults
+    cfg = from_dict(yaml.safe_load((folder / first / "config.yaml").read_text())).to_dict()
+    flat = {f"{section}.{k}": v for section, values in cfg.items() if isinstance(values, dict) for k, v in values.items()}
+    return {k: v for k, v in flat.items() if k not in ("train.threads", "data.path")}
+
+
+def fold_accuracies(folder: Path) -> np.ndarray:
+    cv = json.loads((folder / "cv_summary.json").read_text())
+    return np.array([json.loads((folder / n / "summary.json").read_text())["test_acc"] for n in cv["jobs_planned"]])
+
+
+def ablation(base: Path, folders: list[Path]) -> None:
+    ref, ref_acc = settings(base), fold_accuracies(base).mean()
+    print(f"| run | settings changed from {base.name} | test acc per fold (%) | mean ± std | difference |")
+    print("|---|---|---|---|---|")
+    for folder in [base, *folders]:
+        acc, mine = fold_accuracies(folder), settings(folder)
+        changed = ", ".join(f"`{k}={mine.get(k)}`" for k in sorted(set(ref) | set(mine)) if ref.get(k) != mine.get(k))
+        per = " / ".join(f"{100 * a:.1f}" for a in acc)
+        diff = "–" if folder == base else f"{100 * (acc.mean() - ref_acc):+.1f} pts"
+        print(f"| {folder.name} | {changed or '(the recipe)'} | {per} | {100 * acc.mean():.1f} ± {100 * acc.std():.1f} % | {diff} |")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--ablation"]:
+        ablation(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]])
+        return
     print("| preset | protocol | seed | test acc per fold model (%) | mean ± std | ensemble (fold 5) | val acc (mean) "
           "| parameters | training time (sum of jobs) | wall time |")
     print("|---|---|---|---|---|---|---|---|---|---|")
