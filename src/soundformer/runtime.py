@@ -15,12 +15,16 @@ from .errors import SoundformerError
 _FREE_CORES: int | None = None
 
 
+def _read_proc_stat() -> str:
+    return Path("/proc/stat").read_text()
+
+
 def _busy_cores(interval: float = 0.3) -> float:
     """Cores busy right now (Linux: /proc/stat sampled ``interval`` seconds apart), or the
     1-minute load average where /proc is missing. The load average lags by about a minute, so a
     job that just ended would still count as busy; the sample does not."""
     def sample() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        fields = [int(v) for v in _read_proc_stat().split("\n", 1)[0].split()[1:]]
         idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
         return sum(fields[:8]), idle
 
