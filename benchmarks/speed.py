@@ -14,6 +14,7 @@ and a torch.profiler top-ops table for the recommended model.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import platform
@@ -46,7 +47,7 @@ class TorchBlock(nn.Module):
 
 
 def make_twin(model):
-    twin = __import__("copy").deepcopy(model)
+    twin = copy.deepcopy(model)
     twin.encoder.blocks = nn.ModuleList(TorchBlock(b) for b in twin.encoder.blocks)
     return twin
 
@@ -157,19 +158,19 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for preset in [p for p in args.presets.split(",") if p]:  # --presets "" measures the data pipeline only
         cfg, model = build(preset)
+        per_clip = max(1, round(5.0 / cfg.audio.window_seconds))
+        macs = count_macs(model, window_samples(cfg)) * per_clip  # on CPU, before any training
         model.to(device)
         x = clip_batch(cfg, args.batch).to(device)
         heavy = cfg.model.name == "seed_transformer"
         steps = {"ours": training_step(model, x)}
         if hasattr(model, "encoder"):
             steps["twin"] = training_step(make_twin(model).to(device), x)
-            fused = __import__("copy").deepcopy(model)
+            fused = copy.deepcopy(model)
             set_fused(fused, True)
             steps["fused"] = training_step(fused, x)
         t = interleaved_step_times(steps, rounds=1 if heavy else args.steps)
         t_ours = t["ours"]
-        per_clip = max(1, round(5.0 / cfg.audio.window_seconds))
-        macs = count_macs(build(preset)[1], window_samples(cfg)) * per_clip
         twin_txt = ratio_txt = fused_txt = fratio_txt = "–"
         if "twin" in t:
             twin_txt, ratio_txt = f"{args.batch / t['twin']:.1f}", f"{t['twin'] / t_ours:.2f}x"

@@ -368,11 +368,11 @@ def key_comments() -> dict[str, str]:
     every setting live in one place: the dataclasses above)."""
     import inspect
 
-    sections = {f.name: f.type for f in dataclasses.fields(Config) if f.name not in ("name", "description")}
     comments: dict[str, str] = {}
-    for section in sections:
-        cls = type(getattr(Config(), section))
-        for line in inspect.getsource(cls).splitlines():
+    for section, value in vars(Config()).items():
+        if not dataclasses.is_dataclass(value):
+            continue
+        for line in inspect.getsource(type(value)).splitlines():
             head, _, comment = line.partition("  # ")
             key = head.strip().split(":", 1)[0]
             if comment and ":" in head and key.isidentifier():

@@ -23,7 +23,7 @@ import numpy as np
 from .config import Config
 from .data.sources import Manifest, split_validation
 from .errors import SoundformerError
-from .runtime import free_cores
+from .runtime import threads_per_job
 from .train import DONE, Split, run_job
 
 PROTOCOLS = ("report", "standard")
@@ -97,7 +97,7 @@ def run_cv(
     if len(todo) < len(plan):
         log(f"{cfg.name}: {len(plan) - len(todo)} of {len(plan)} jobs already done, skipping them")
     if launcher == "local" and cfg.train.threads <= 0:  # decided once, before our own jobs add to the load
-        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=max(1, free_cores() // jobs)))
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads_per_job(jobs)))
     t0 = time.perf_counter()
     errors = []
     args = [(cfg, manifest, j, out_dir / j.name, progress and jobs == 1 and launcher == "local", jobs) for j in todo]

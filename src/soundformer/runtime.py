@@ -56,6 +56,11 @@ def free_cores() -> int:
     return _FREE_CORES
 
 
+def threads_per_job(jobs: int = 1) -> int:
+    """The automatic thread count: the free cores split between ``jobs`` parallel jobs."""
+    return max(1, free_cores() // max(1, jobs))
+
+
 def set_threads(threads: int = 0, jobs: int = 1) -> int:
     """Use ``threads`` CPU threads, or split the free cores between ``jobs`` parallel jobs.
 
@@ -64,7 +69,7 @@ def set_threads(threads: int = 0, jobs: int = 1) -> int:
     Set ``train.threads`` for runs that must be bit-identical across machines and loads.
     """
     if threads <= 0:
-        threads = max(1, free_cores() // max(1, jobs))
+        threads = threads_per_job(jobs)
     torch.set_num_threads(threads)
     return threads
 
