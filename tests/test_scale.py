@@ -73,6 +73,18 @@ def test_sweep_ranks_by_validation(tmp_path, capsys):
     assert "ranked by mean validation accuracy" in capsys.readouterr().out
 
 
+def test_sweep_gives_a_preset_without_validation_a_validation_slice(tmp_path, capsys):
+    data = write_esc10(tmp_path / "d", per_fold=1)
+    args = ["sweep", "--data", str(data), "--grid", "train.lr=1e-3", "--protocol", "standard", "--epochs", "1",
+            "--quiet", "--out", str(tmp_path / "sw"), "--set", "train.val_fraction=0", "--set", "train.select=last"]
+    for kv in TINY:
+        args += ["--set", kv]
+    assert main(args) == 0
+    assert "train.val_fraction=0 becomes 0.1" in capsys.readouterr().out
+    row = json.loads((tmp_path / "sw" / "sweep_summary.json").read_text())[0]
+    assert row["val_acc_mean"] == row["val_acc_mean"]  # not NaN: every point was validated
+
+
 def test_bad_grid_is_refused_before_training(tmp_path, capsys):
     data = write_esc10(tmp_path / "d", per_fold=1)
     assert main(["sweep", "--data", str(data), "--grid", "model.heads=3", "--out", str(tmp_path / "sw")]) == 2

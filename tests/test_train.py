@@ -77,7 +77,7 @@ def test_test_fold_never_influences_training(tmp_path):
     rng = np.random.default_rng(0)
     for p in b.rglob("5-*.wav"):
         sf.write(p, rng.standard_normal(8000).astype(np.float32), 8000)
-    cfg = tiny_cfg("train.epochs=3", "train.select=best")
+    cfg = tiny_cfg("train.epochs=3", "train.select=best", "train.val_fraction=0.1")
     for root, name in ((a, "ra"), (b, "rb")):
         m = load_manifest(root)
         for protocol in ("report", "standard"):
@@ -268,3 +268,23 @@ def test_torchrun_two_processes_match_one(tmp_path):
         assert abs(float(ra["val_loss"]) - float(rb["val_loss"])) < 0.1
         assert abs(float(ra["train_loss"]) - float(rb["train_loss"])) < 0.2
     assert (tmp_path / "two" / "done").exists() and not list((tmp_path / "two").glob("*rank*"))
+
+
+def test_val_fraction_zero_trains_on_every_training_clip(tiny_esc10, tmp_path):
+    m = load_manifest(tiny_esc10)
+    job = [j for j in plan_jobs(m, "standard") if j.test_folds == [5]][0]
+    with_val = make_split(m, job, tiny_cfg("train.select=last"))
+    cfg = tiny_cfg("train.val_fraction=0", "train.select=last", "train.epochs=1")
+    split = make_split(m, job, cfg)
+    assert split.val == [] and split.names["val"] == []
+    assert sorted(str(it.path) for it in split.train) == sorted(str(it.path) for it in with_val.train + with_val.val)
+    summary = run_job(cfg, m, split, tmp_path / "r", progress=False)
+    assert summary["train_n"] == len(split.train) and "val_acc" not in summary
+    assert "val_acc" not in metrics(tmp_path / "r")[0]
+    # choosing a checkpoint or stopping by validation is impossible without validation data
+    for extra in ("train.select=best", "train.early_stopping=5"):
+        with pytest.raises(SoundformerError, match="val_fraction=0 leaves no validation data"):
+            make_split(m, job, tiny_cfg("train.val_fraction=0", "train.select=last", extra))
+    # the report protocol validates on a whole fold, so val_fraction plays no part there
+    report = make_split(m, plan_jobs(m, "report")[0], cfg)
+    assert report.val and {it.fold for it in report.val} == {1}

@@ -300,7 +300,8 @@ def cmd_train(args) -> int:
                       overwrite=args.overwrite, progress=not args.quiet)
     if not summary:  # a torchrun rank other than 0: rank 0 reports
         return 0
-    print(f"{cfg.name}: train acc {summary['train_acc']:.3f}, val acc {summary.get('val_acc', float('nan')):.3f}, "
+    val = f"val acc {summary['val_acc']:.3f}" if "val_acc" in summary else "no validation data"
+    print(f"{cfg.name}: train acc {summary['train_acc']:.3f}, {val}, "
           f"test acc {summary.get('test_acc', float('nan')):.3f} (fold {test}); selected {summary['selected']}; "
           f"run folder {args.out}")
     return 0

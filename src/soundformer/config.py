@@ -97,7 +97,7 @@ class TrainConfig:
     early_stopping: int = 0  # patience in epochs; 0 = off
     select: str = "best"  # which checkpoint is evaluated: best (by validation) | last
     windows_per_clip: int = 1  # training samples drawn from each clip per epoch
-    val_fraction: float = 0.1  # standard protocol: validation share taken from training folds
+    val_fraction: float = 0.1  # standard protocol: validation share taken from training folds (0 = none)
     eval_hop: float = 1.0  # evaluation window hop, as a fraction of the window
     seed: int = 0  # initialisation, augmentation and shuffling
     device: str = "auto"  # auto|cpu|cuda
@@ -355,8 +355,8 @@ def validate(cfg: Config) -> None:
     positive("train.threads", t.threads, allow_zero=True)
     if not 0 <= t.label_smoothing < 1:
         raise SoundformerError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
-    if not 0 < t.val_fraction < 1:
-        raise SoundformerError(f"train.val_fraction must be in (0, 1), got {t.val_fraction}")
+    if not 0 <= t.val_fraction < 1:
+        raise SoundformerError(f"train.val_fraction must be in [0, 1), got {t.val_fraction}")
     if not 0 < t.eval_hop <= 1:
         raise SoundformerError(f"train.eval_hop must be in (0, 1], got {t.eval_hop}")
     if not 0 <= t.ema < 1:

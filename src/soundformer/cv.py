@@ -58,11 +58,18 @@ def make_split(manifest: Manifest, job: Job, cfg: Config) -> Split:
     train = manifest.select(job.train_folds)
     if job.val_folds:
         val = manifest.select(job.val_folds)
-    else:
+    elif cfg.train.val_fraction > 0:
         train, val = split_validation(train, cfg.train.val_fraction, seed=cfg.train.seed)
+    else:  # every training clip trains; nothing may then be chosen by validation
+        if cfg.train.select == "best" or cfg.train.early_stopping:
+            raise SoundformerError(
+                "train.val_fraction=0 leaves no validation data, but train.select=best / train.early_stopping "
+                "need it; set train.select=last and train.early_stopping=0, or a val_fraction such as 0.1"
+            )
+        val = []
     test = manifest.select(job.test_folds)
-    names = {"train": job.train_folds, "val": job.val_folds or [f"{cfg.train.val_fraction:.0%} of train"],
-             "test": job.test_folds}
+    val_name = job.val_folds or ([f"{cfg.train.val_fraction:.0%} of train"] if val else [])
+    names = {"train": job.train_folds, "val": val_name, "test": job.test_folds}
     return Split(train, val, test, names)
 
 

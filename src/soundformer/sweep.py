@@ -14,6 +14,9 @@ from .cv import run_cv
 from .data.sources import Manifest
 from .errors import SoundformerError
 
+# the standard protocol's validation slice when the preset trains on every training clip
+SWEEP_VAL_FRACTION = 0.1
+
 
 def parse_grid(items: list[str]) -> dict[str, list[str]]:
     grid = {}
@@ -37,14 +40,19 @@ def run_sweep(preset: str, overrides: list[str], grid: dict[str, list[str]], man
               out: Path, *, protocol: str, jobs: int = 1, launcher: str = "local", ray_address: str | None = None,
               progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
-    configs = []
+    configs, given_validation = [], False
     for point in points:  # validate every point before training any
         cfg = load_config(preset, overrides)
         for key, value in point.items():
             apply_override(cfg, f"{key}={value}")
         validate(cfg)
+        if protocol == "standard" and cfg.train.val_fraction == 0:
+            cfg.train.val_fraction, given_validation = SWEEP_VAL_FRACTION, True
         cfg.data.path = data_path
         configs.append(cfg)
+    if given_validation:
+        log(f"sweep: points are ranked by validation accuracy, so train.val_fraction=0 becomes "
+            f"{SWEEP_VAL_FRACTION} (a validation slice of the training folds)")
     rows = []
     for i, (point, cfg) in enumerate(zip(points, configs), start=1):
         name = point_name(point)

@@ -394,12 +394,14 @@ def run_job(
             ddp.barrier()
             if epoch_bar is not None:
                 epoch_bar.update(1)
-                epoch_bar.set_postfix(loss=f"{row['train_loss']:.3f}", acc=f"{row['train_acc']:.3f}",
-                                      val_acc=f"{row.get('val_acc', float('nan')):.3f}")
+                shown = {"loss": f"{row['train_loss']:.3f}", "acc": f"{row['train_acc']:.3f}"}
+                if "val_acc" in row:
+                    shown["val_acc"] = f"{row['val_acc']:.3f}"
+                epoch_bar.set_postfix(**shown)
             elif epoch == t.epochs or epoch % 10 == 0 or epoch == start_epoch:
+                val = f" val_acc {row['val_acc']:.3f}" if "val_acc" in row else ""
                 log(f"{cfg.name} {run_dir.name} epoch {epoch}/{t.epochs} loss {row['train_loss']:.4f} "
-                    f"acc {row['train_acc']:.3f} val_acc {row.get('val_acc', float('nan')):.3f} "
-                    f"({row['epoch_time_s']:.1f}s)")
+                    f"acc {row['train_acc']:.3f}{val} ({row['epoch_time_s']:.1f}s)")
             if t.early_stopping and stale >= t.early_stopping:
                 log(f"early stopping at epoch {epoch}: no validation improvement for {stale} epochs")
                 break
