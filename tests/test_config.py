@@ -34,6 +34,7 @@ def test_overrides_are_typed():
     ("nosection.x=1", "unknown --set section 'nosection'"),
     ("train.epochs=0", "train.epochs must be > 0"),
     ("train.val_fraction=1", "train.val_fraction must be in"),
+    ("augment.eq_points=1", "augment.eq_points must be >= 2"),
     ("train.epochs=abc", "'train.epochs' must be int"),
     ("model.name=resnet", "model.name='resnet' is not valid"),
     ("lr", "--set expects key=value"),

@@ -1,3 +1,5 @@
+import math
+
 import librosa
 import numpy as np
 import pytest
@@ -182,3 +184,37 @@ def test_time_shift_rolls_each_clip_within_its_limit():
     assert max(abs(s) for s in signed) <= 100
     assert len(set(signed)) > 10  # each clip draws its own shift
     assert torch.equal(time_shift(wav, max_fraction=0.0), wav)
+
+
+def test_random_eq_is_a_smooth_bounded_curve_per_clip():
+    from soundformer.features import random_eq
+
+    torch.manual_seed(0)
+    gain = random_eq(32, 64, max_db=6.0, points=4)  # (32, 64) dB
+    assert gain.shape == (32, 64) and gain.abs().max() <= 6.0
+    steps = gain.diff(dim=1).abs()
+    assert steps.max() <= 2 * 6.0 / (63 / 3) + 1e-5  # linear between knots 21 bins apart
+    assert len({round(float(g), 4) for g in gain[:, 0]}) == 32  # each clip its own curve
+    # straight between knots: the second difference vanishes away from them
+    inner = gain[:, 1:22].diff(dim=1).diff(dim=1)
+    assert inner[:, :19].abs().max() < 1e-4
+
+
+def test_train_step_applies_the_equaliser_in_decibels(monkeypatch):
+    """A +6 dB equaliser must move the standardised features by exactly 6 dB / std."""
+    import soundformer.train as train_mod
+    from soundformer.config import load_config
+    from soundformer.models import build_model
+
+    cfg = load_config("logmel-transformer", ["model.depth=1", "augment.eq_db=6", "augment.mixup_alpha=0",
+                                             "augment.freq_masks=0", "augment.time_masks=0", "augment.gain_db=0"])
+    model = build_model(cfg, n_classes=3)
+    model.frontend.std.fill_(2.0)
+    seen = {}
+    monkeypatch.setattr(train_mod, "random_eq", lambda b, m, **kw: torch.full((b, m), 6.0))
+    monkeypatch.setattr(model, "embed_features", lambda feats: (seen.setdefault("f", feats).mean((1, 2))[:, None]
+                                                                .expand(-1, 128), None))
+    wav = torch.randn(2, 16000)
+    train_mod.TrainStep(model, cfg)(wav, torch.eye(3)[:2])
+    expected = model.frontend(wav) + 6.0 * math.log(10) / 10 / 2.0
+    assert torch.allclose(seen["f"], expected, atol=1e-5)

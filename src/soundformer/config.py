@@ -76,6 +76,8 @@ class AugmentConfig:
     random_crop: bool = True  # random window position in training (a time shift)
     gain_db: float = 0.0  # random gain in +-gain_db
     time_shift: float = 0.0  # random circular shift of each window, up to this fraction of it
+    eq_db: float = 0.0  # random equaliser (log-mel models): smooth gain curve across mel bins, +-eq_db; 0 = off
+    eq_points: int = 4  # knots of that curve, evenly spaced over the mel bins
     mixup_alpha: float = 0.0  # 0 = off
     freq_masks: int = 0  # SpecAugment (log-mel models only)
     freq_mask_width: int = 8  # widest frequency mask, in mel bins
@@ -341,6 +343,9 @@ def validate(cfg: Config) -> None:
     positive("augment.gain_db", g.gain_db, allow_zero=True)
     if not 0 <= g.time_shift <= 1:
         raise SoundformerError(f"augment.time_shift must be a fraction of the window in [0, 1], got {g.time_shift}")
+    positive("augment.eq_db", g.eq_db, allow_zero=True)
+    if g.eq_points < 2:
+        raise SoundformerError(f"augment.eq_points must be >= 2 (a curve needs two ends), got {g.eq_points}")
     positive("augment.mixup_alpha", g.mixup_alpha, allow_zero=True)
     for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
         positive(f"augment.{key}", getattr(g, key), allow_zero=True)

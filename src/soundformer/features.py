@@ -10,6 +10,7 @@ from __future__ import annotations
 import librosa
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -77,6 +78,14 @@ def spec_augment(
         band = band.any(1).to(spec.device)  # (B, size)
         keep &= ~(band[:, :, None] if dim == 1 else band[:, None, :])
     return spec * keep
+
+
+def random_eq(batch: int, n_bins: int, *, max_db: float, points: int) -> torch.Tensor:
+    """A random equaliser per example: (B, n_bins) gains in dB, linear between ``points``
+    evenly spaced knots whose gains are uniform in +-max_db. Adding it to a log spectrogram
+    recolours the sound (microphone, distance, room) while keeping its time structure."""
+    knots = (torch.rand(batch, 1, points) * 2 - 1) * max_db  # (B, 1, K)
+    return F.interpolate(knots, size=n_bins, mode="linear", align_corners=True)[:, 0]  # (B, M)
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:

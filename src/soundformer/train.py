@@ -33,7 +33,7 @@ from .data.sources import Item, Manifest
 from .distributed import init_from_env, shutdown
 from .errors import SoundformerError
 from .evaluate import accuracy, nll, predict_clips
-from .features import mixup, random_gain, spec_augment, time_shift
+from .features import mixup, random_eq, random_gain, spec_augment, time_shift
 from .models import AudioClassifier, build_model, count_parameters
 from .runtime import autocast_dtype, pick_device, seed_everything, set_threads
 from .tracking import Tracker
@@ -187,6 +187,10 @@ class TrainStep(torch.nn.Module):
         if a.time_shift:
             wav = time_shift(wav, max_fraction=a.time_shift)
         feats = self.model.frontend(wav)
+        if self.model.uses_logmel and a.eq_db:
+            # dB -> natural-log units -> the frontend's per-bin standardised units
+            gain = random_eq(feats.shape[0], feats.shape[1], max_db=a.eq_db, points=a.eq_points).to(feats.device)
+            feats = feats + gain[:, :, None] * (math.log(10) / 10) / self.model.frontend.std  # (B, M, T)
         if self.model.uses_logmel and (a.freq_masks or a.time_masks):
             feats = spec_augment(feats, freq_masks=a.freq_masks, freq_width=a.freq_mask_width,
                                  time_masks=a.time_masks, time_width=a.time_mask_width)
