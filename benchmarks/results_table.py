@@ -28,9 +28,11 @@ def row(folder: Path) -> str:
     per = " / ".join(f"{100 * j['test_acc']:.1f}" for j in jobs.values())
     acc = np.array([j["test_acc"] for j in jobs.values()])
     ens = f"{100 * cv['ensemble_test_acc']:.1f} %" if "ensemble_test_acc" in cv else "–"
+    val_mean = cv.get("val_acc_mean")
+    val = "–" if val_mean is None or val_mean != val_mean else f"{100 * val_mean:.1f} %"  # NaN: no validation data
     train_min = sum(j["train_time_s"] for j in jobs.values()) / 60
     return (f"| {cv['preset']} | {cv['protocol']} | {seed} | {per} | {100 * acc.mean():.1f} ± {100 * acc.std():.1f} % "
-            f"| {ens} | {100 * cv['val_acc_mean']:.1f} % | {first['params_trainable']:,} | {train_min:.1f} min "
+            f"| {ens} | {val} | {first['params_trainable']:,} | {train_min:.1f} min "
             f"| {cv.get('wall_time_s_this_call', float('nan')) / 60:.1f} min |")
 
 

@@ -31,3 +31,31 @@ def test_ablation_table_names_changed_settings_and_differences(tmp_path):
     rows = [line for line in out.splitlines() if line.startswith("| base") or line.startswith("| nomix")]
     assert rows[0] == "| base | (the recipe) | 90.0 / 80.0 | 85.0 ± 5.0 % | – |"
     assert rows[1] == "| nomix | `augment.mixup_alpha=0.0`, `train.seed=3` | 80.0 / 80.0 | 80.0 ± 0.0 % | -5.0 pts |"
+
+
+def fake_predictions(folder: Path, guesses: dict[str, int]) -> Path:
+    """One standard-protocol job whose test clips (name -> true class = first digit) get ``guesses``."""
+    import numpy as np
+
+    (folder / "test1").mkdir(parents=True)
+    (folder / "cv_summary.json").write_text(json.dumps({"jobs_planned": ["test1"]}))
+    paths = sorted(guesses)
+    labels = np.array([int(p[0]) for p in paths])
+    probs = np.full((len(paths), 3), 0.1)
+    probs[np.arange(len(paths)), [guesses[p] for p in paths]] = 0.8
+    np.savez(folder / "test1" / "predictions.npz", classes=np.array(["a", "b", "c"]), test_paths=np.array(paths),
+             test_labels=labels, test_probs=probs)
+    return folder
+
+
+def test_hard_clips_finds_errors_every_run_shares(tmp_path):
+    a = fake_predictions(tmp_path / "a", {"0-1-A.wav": 0, "1-7-A.wav": 2, "1-7-B.wav": 2, "2-9-A.wav": 2})
+    b = fake_predictions(tmp_path / "b", {"0-1-A.wav": 1, "1-7-A.wav": 2, "1-7-B.wav": 2, "2-9-A.wav": 2})
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hard_clips.py"), str(a), str(b)],
+                         capture_output=True, text=True, check=True).stdout
+    assert f"| {a} | 50.0 | 50.0 ± 0.0 % | 2 |" in out
+    assert f"| {b} | 25.0 | 25.0 ± 0.0 % | 3 |" in out
+    assert "| ensemble of the 2 runs | 50.0 | 50.0 ± 0.0 % | 2 |" in out  # 0-1-A: a tie, won by the true class
+    assert "3 of 4 clips are wrong in at least one run; 2 in at least 2 of 2" in out
+    assert "| 1-7-A.wav | b | 2 of 2 | c (2) |" in out and "| 0-1-A.wav |" not in out
+    assert "1-7 (2 clips)" in out
