@@ -203,8 +203,6 @@ def test_random_eq_is_a_smooth_bounded_curve_per_clip():
 def test_train_step_applies_the_equaliser_in_decibels(monkeypatch):
     """A +6 dB equaliser must move the standardised features by exactly 6 dB / std."""
     import soundformer.train as train_mod
-    from soundformer.config import load_config
-    from soundformer.models import build_model
 
     cfg = load_config("logmel-transformer", ["model.depth=1", "augment.eq_db=6", "augment.mixup_alpha=0",
                                              "augment.freq_masks=0", "augment.time_masks=0", "augment.gain_db=0"])
