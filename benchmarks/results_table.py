@@ -57,7 +57,7 @@ def ablation(base: Path, folders: list[Path]) -> None:
         acc, mine = fold_accuracies(folder), settings(folder)
         changed = ", ".join(f"`{k}={mine.get(k)}`" for k in sorted(set(ref) | set(mine)) if ref.get(k) != mine.get(k))
         per = " / ".join(f"{100 * a:.1f}" for a in acc)
-        diff = "–" if folder == base else f"{100 * (acc.mean() - ref_acc):+.1f} pts"
+        diff = "–" if folder == base else f"{round(100 * (acc.mean() - ref_acc), 1) + 0.0:+.1f} pts"  # no "-0.0"
         print(f"| {folder.name} | {changed or '(the recipe)'} | {per} | {100 * acc.mean():.1f} ± {100 * acc.std():.1f} % | {diff} |")
 
 

@@ -76,8 +76,8 @@ def test_sweep_ranks_by_validation(tmp_path, capsys):
 def test_sweep_gives_a_preset_without_validation_a_validation_slice(tmp_path, capsys):
     data = write_esc10(tmp_path / "d", per_fold=1)
     args = ["sweep", "--data", str(data), "--grid", "train.lr=1e-3", "--protocol", "standard", "--epochs", "1",
-            "--quiet", "--out", str(tmp_path / "sw"), "--set", "train.val_fraction=0", "--set", "train.select=last"]
-    for kv in TINY:
+            "--quiet", "--out", str(tmp_path / "sw")]
+    for kv in TINY + ["train.val_fraction=0", "train.select=last"]:
         args += ["--set", kv]
     assert main(args) == 0
     assert "train.val_fraction=0 becomes 0.1" in capsys.readouterr().out
