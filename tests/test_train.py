@@ -289,3 +289,22 @@ def test_val_fraction_zero_trains_on_every_training_clip(tiny_esc10, tmp_path):
     # the report protocol validates on a whole fold, so val_fraction plays no part there
     report = make_split(m, plan_jobs(m, "report")[0], cfg)
     assert report.val and {it.fold for it in report.val} == {1}
+
+
+def test_ctrl_c_stops_the_whole_cross_validation(tiny_esc10, tmp_path, monkeypatch):
+    """Ctrl-C inside one fold must not roll on to the next fold (it used to: the interruption
+    was reported like a failed job and the loop went on)."""
+    import soundformer.cv as cv_mod
+    from soundformer.errors import Interrupted
+
+    calls = []
+
+    def interrupted_job(cfg, manifest, split, run_dir, **kw):
+        calls.append(run_dir.name)
+        raise Interrupted(f"interrupted; the last finished epoch is saved in {run_dir}")
+
+    monkeypatch.setattr(cv_mod, "run_job", interrupted_job)
+    with pytest.raises(Interrupted, match="Run the same command again"):
+        run_cv(tiny_cfg("train.epochs=1"), load_manifest(tiny_esc10), tmp_path / "cv", protocol="standard",
+               progress=False, log=lambda _: None)
+    assert calls == ["test1"]

@@ -22,7 +22,7 @@ import numpy as np
 
 from .config import Config
 from .data.sources import Manifest, split_validation
-from .errors import SoundformerError
+from .errors import Interrupted, SoundformerError
 from .runtime import threads_per_job
 from .train import DONE, Split, run_job
 
@@ -83,6 +83,11 @@ def _run_one(args) -> tuple[str, dict | None, str | None]:
         summary = run_job(cfg, manifest, split, run_dir, resume=resume, overwrite=not resume,
                           progress=progress, jobs=jobs, log=lambda m: print(m, flush=True))
         return job.name, summary, None
+    except Interrupted:  # Ctrl-C stops the cross-validation, not just this fold
+        raise Interrupted(
+            f"interrupted in {run_dir}; its last finished epoch is saved. Run the same command again to "
+            f"continue: finished folds are skipped and this one resumes"
+        ) from None
     except _E as exc:
         return job.name, None, str(exc)
 

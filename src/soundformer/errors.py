@@ -6,3 +6,8 @@ class SoundformerError(Exception):
 
     The message names the problem and the fix; the CLI shows it without a traceback.
     """
+
+
+class Interrupted(SoundformerError):
+    """Ctrl-C during training: the job saved its last epoch. Stops a whole cross-validation
+    or sweep, not just the job it hit."""

@@ -31,7 +31,7 @@ from .data import audio as audio_io
 from .data.dataset import WindowDataset
 from .data.sources import Item, Manifest
 from .distributed import init_from_env, shutdown
-from .errors import SoundformerError
+from .errors import Interrupted, SoundformerError
 from .evaluate import accuracy, nll, predict_clips
 from .features import mixup, random_eq, random_gain, spec_augment, time_shift
 from .models import AudioClassifier, build_model, count_parameters
@@ -417,7 +417,7 @@ def run_job(
         if interrupted:
             tracker.close()
     if interrupted:
-        raise SoundformerError(
+        raise Interrupted(
             f"interrupted; the last finished epoch is saved in {run_dir}/checkpoints/last.pt. "
             f"Continue with --resume {run_dir}"
         )
