@@ -24,7 +24,7 @@ from .conftest import write_esc10
 
 TINY = ["audio.window_seconds=0.5", "model.dim=32", "model.depth=1", "model.heads=2", "model.mlp_dim=32",
         "model.channels=[8,16]", "train.batch_size=4", "train.threads=1",
-        "train.val_fraction=0.1"]  # the tests watch validation; the recommended preset trains without it
+        "train.val_fraction=0.1"]  # the tests watch validation
 
 
 def tiny_cfg(*extra, preset="logmel-transformer"):
