@@ -47,10 +47,10 @@ def main(argv: list[str] | None = None) -> int:
                     "(default: all of them)")
     args = ap.parse_args(argv)
     runs = {str(f): fold_predictions(f) for f in args.folders}
-    jobs = list(next(iter(runs.values())))
+    first = runs[str(args.folders[0])]
+    jobs = list(first)
     for name, preds in runs.items():
-        if list(preds) != jobs or any(not np.array_equal(preds[j]["paths"], runs[str(args.folders[0])][j]["paths"])
-                                      for j in jobs):
+        if list(preds) != jobs or any(not np.array_equal(preds[j]["paths"], first[j]["paths"]) for j in jobs):
             raise SystemExit(f"{name}: its folds or test clips differ from {args.folders[0]}'s")
     print("| run | test acc per fold (%) | mean ± std | errors |")
     print("|---|---|---|---|")
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if len(runs) > 1:
         accs, errors = [], 0
         for job in jobs:
-            labels = first_run(runs)[job]["labels"]
+            labels = first[job]["labels"]
             mean = np.mean([r[job]["probs"] for r in runs.values()], 0)  # (clips, classes)
             accs.append((mean.argmax(1) == labels).mean())
             errors += int((mean.argmax(1) != labels).sum())
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{a.mean():.1f} ± {a.std():.1f} % | {errors} |")
     need = args.min_runs or len(runs)
     hard = sorted(((p, g) for p, g in wrong.items() if len(g) >= need), key=lambda kv: (-len(kv[1]), kv[0]))
-    n_clips = sum(len(first_run(runs)[j]["labels"]) for j in jobs)
+    n_clips = sum(len(first[j]["labels"]) for j in jobs)
     print(f"\n{len(wrong)} of {n_clips} clips are wrong in at least one run; {len(hard)} in at least {need} "
           f"of {len(runs)}:\n")
     print("| clip | true class | wrong in | predicted |")
@@ -95,10 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         print("\nsource recordings with several of those clips: "
               + ", ".join(f"{s} ({k} clips)" for s, k in shared))
     return 0
-
-
-def first_run(runs: dict) -> dict:
-    return next(iter(runs.values()))
 
 
 if __name__ == "__main__":
