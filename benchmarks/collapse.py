@@ -48,13 +48,19 @@ def main() -> None:
     ap.add_argument("--out", help="folder for the runs (default: a temporary folder)")
     ap.add_argument("--all", action="store_true", help="also the time-token variant (2000 tokens: slow on CPU)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--only", action="append", default=[], metavar="TEXT",
+                    help="run only the variants whose name contains TEXT (repeatable), e.g. --only report --only time")
     args = ap.parse_args()
     manifest = load_manifest(args.data)
     shrink = [] if args.full else ["model.depth=1", "train.windows_per_clip=1", "augment.random_crop=true"]
     out = Path(args.out or tempfile.mkdtemp())
     results = {}
     print(f"# seed-transformer-h1 variants, {args.epochs} epochs, {'full size' if args.full else 'shrunk (1 block, 1 window/clip)'}")
-    variants = {**VARIANTS, **(OPTIONAL if args.all else {})}
+    variants = {**VARIANTS, **(OPTIONAL if args.all or args.only else {})}
+    if args.only:
+        variants = {k: v for k, v in variants.items() if any(t in k for t in args.only)}
+        if not variants:
+            raise SystemExit(f"error: --only {args.only} matches none of: {', '.join([*VARIANTS, *OPTIONAL])}")
     for i, (name, overrides) in enumerate(variants.items()):
         cfg = load_config("seed-transformer-h1", shrink + overrides + [f"train.epochs={args.epochs}",
                                                                       f"train.device={args.device}",
