@@ -55,12 +55,12 @@ def main() -> None:
     shrink = [] if args.full else ["model.depth=1", "train.windows_per_clip=1", "augment.random_crop=true"]
     out = Path(args.out or tempfile.mkdtemp())
     results = {}
-    print(f"# seed-transformer-h1 variants, {args.epochs} epochs, {'full size' if args.full else 'shrunk (1 block, 1 window/clip)'}")
     variants = {**VARIANTS, **(OPTIONAL if args.all or args.only else {})}
     if args.only:
         variants = {k: v for k, v in variants.items() if any(t in k for t in args.only)}
         if not variants:
             raise SystemExit(f"error: --only {args.only} matches none of: {', '.join([*VARIANTS, *OPTIONAL])}")
+    print(f"# seed-transformer-h1 variants, {args.epochs} epochs, {'full size' if args.full else 'shrunk (1 block, 1 window/clip)'}")
     for i, (name, overrides) in enumerate(variants.items()):
         cfg = load_config("seed-transformer-h1", shrink + overrides + [f"train.epochs={args.epochs}",
                                                                       f"train.device={args.device}",

@@ -59,3 +59,11 @@ def test_hard_clips_finds_errors_every_run_shares(tmp_path):
     assert "3 of 4 clips are wrong in at least one run; 2 in at least 2 of 2" in out
     assert "| 1-7-A.wav | b | 2 of 2 | c (2) |" in out and "| 0-1-A.wav |" not in out
     assert "1-7 (2 clips)" in out
+
+
+def test_collapse_only_refuses_unknown_variants_by_name(tiny_esc10):
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "collapse.py"), "--data", str(tiny_esc10),
+                          "--only", "no such variant"], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert "matches none of" in out.stderr and "time tokens" in out.stderr
+    assert "Traceback" not in out.stderr
