@@ -1,9 +1,13 @@
 """The table tool behind docs/RESULTS.md prints what the run folders hold."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 from soundformer.config import load_config, save_config
 
@@ -67,3 +71,43 @@ def test_collapse_only_refuses_unknown_variants_by_name(tiny_esc10):
     assert out.returncode != 0
     assert "matches none of" in out.stderr and "time tokens" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_speed_training_step_updates_the_model_and_keeps_labels_on_its_device():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import speed
+        from common import build, clip_batch
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    cfg, model = build("logmel-cnn")
+    before = [p.detach().clone() for p in model.parameters()]
+    speed.training_step(model, clip_batch(cfg, 2))()
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.slow
+def test_gpu_session_script_runs_end_to_end_in_smoke_mode(tiny_esc10, tmp_path):
+    env = {**os.environ, "SMOKE": "1", "PYTHON": sys.executable, "SOUNDFORMER_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), str(tiny_esc10), str(tmp_path / "g"),
+                          "3000"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    walls = (tmp_path / "g" / "gpu_runs" / "logs" / "walltimes.txt").read_text()
+    for job in ("seed_h1", "seed_h2", "seed_h4", "seed_cnn", "collapse_time", "lt_gpu_s0", "lt_wide_s0"):
+        assert f"{job} rc=0" in walls
+    assert (tmp_path / "g" / "gpu_runs" / "seed_h4" / "cv_summary.json").exists()
+
+
+def test_curves_reads_unfinished_runs_and_reports_best_and_last(tmp_path):
+    head = "epoch,lr,train_loss,train_acc,val_loss,val_acc,epoch_time_s,data_wait_frac\n"
+    for job, vals in (("val1", [0.1, 0.5, 0.4]), ("val2", [0.1, 0.1])):
+        (tmp_path / "run" / job).mkdir(parents=True)
+        rows = [f"{e + 1},0.001,{2.3 - e / 10},0.1,2.0,{v},1.5,0.0" for e, v in enumerate(vals)]
+        (tmp_path / "run" / job / "metrics.csv").write_text(head + "\n".join(rows) + "\n")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "curves.py"), str(tmp_path / "run"), "--at", "1,3"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| run/val1 | 3 | 10.0 % | 40.0 % | 50.0 % (2) | 40.0 % | 2.100 | 1.5 |" in out
+    assert "| run/val2 | 2 | 10.0 % | – | 10.0 % (1) | 10.0 % | 2.200 | 1.5 |" in out
+    empty = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "curves.py"), str(tmp_path / "nothing")],
+                           capture_output=True, text=True)
+    assert empty.returncode != 0 and "no metrics.csv" in empty.stderr

@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# One prepared GPU session (about 9 minutes on one H100/H200): everything that the CPU machine
+# cannot afford, run side by side on one GPU, results packed into one archive.
+#
+#   bash benchmarks/gpu_session.sh DATA OUT [BUDGET_S]
+#
+#   1. benchmarks/speed.py --device cuda (training throughput per preset, clean GPU)
+#   2. in parallel, sharing the GPU:
+#      - seed-cnn and seed-transformer-h1/h2/h4, report protocol, full size, 100 epochs
+#      - benchmarks/collapse.py --full: the seed transformer with time tokens (the fix), 100 epochs
+#      - logmel-transformer (recommended recipe), standard 5-fold, seed 0: GPU wall time
+#      - logmel-transformer with a wider, deeper encoder and 200 epochs (accuracy probe)
+#   Jobs still running at BUDGET_S (default 540) are stopped; what they wrote is kept.
+# Set SMOKE=1 to check the script itself on a CPU in a minute (1 epoch, tiny models).
+set -u
+DATA=$1
+OUT=$2
+BUDGET=${3:-540}
+T0=$(date +%s)
+R=$OUT/gpu_runs
+L=$R/logs
+mkdir -p "$L"
+PY=${PYTHON:-python3}
+DEV=cuda
+EXTRA=()
+if [ "${SMOKE:-0}" = 1 ]; then
+  DEV=cpu
+  EXTRA=(--epochs 1 --set model.depth=1)
+fi
+SF=("$PY" -m soundformer)
+export PYTHONUNBUFFERED=1 SOUNDFORMER_CACHE=${SOUNDFORMER_CACHE:-/tmp/sf_cache}
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+  "$PY" -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
+torch.cuda.get_device_name(0) if torch.cuda.is_available() else '', 'cpus', os.cpu_count())"
+} 2>&1 | tee "$L/env.txt"
+
+# decode + resample every clip once, so the parallel jobs below read the cache
+"$PY" - "$DATA" <<'EOF' 2>&1 | tee "$L/cache.txt"
+import sys, time
+from concurrent.futures import ThreadPoolExecutor
+from soundformer.data.audio import load
+from soundformer.data.sources import load_manifest
+t0 = time.perf_counter()
+items = load_manifest(sys.argv[1]).items
+with ThreadPoolExecutor(16) as pool:
+    list(pool.map(lambda it: load(it.path, 16000), items))
+print(f"decoded {len(items)} clips in {time.perf_counter() - t0:.1f} s")
+EOF
+
+if [ "${SMOKE:-0}" != 1 ]; then
+  timeout 90 "$PY" benchmarks/speed.py --device "$DEV" --data "$DATA" --steps 10 \
+    --presets seed-cnn,logmel-cnn,logmel-transformer,seed-transformer-h1,seed-transformer-h4 >"$L/speed.txt" 2>&1
+  echo "speed.py rc=$? after $(( $(date +%s) - T0 )) s"
+fi
+
+kill_tree() {  # PID: stop a process and everything it started
+  local child
+  for child in $(pgrep -P "$1"); do kill_tree "$child"; done
+  kill -TERM "$1" 2>/dev/null
+}
+launch() {  # NAME CMD...: run in the background, log to $L/NAME.log, time it
+  local name=$1; shift
+  ( s=$(date +%s); "$@" >"$L/$name.log" 2>&1; rc=$?
+    echo "$name rc=$rc wall=$(( $(date +%s) - s )) s" | tee -a "$L/walltimes.txt" ) &
+}
+cv() { "${SF[@]}" cv --data "$DATA" --device "$DEV" --quiet "$@" "${EXTRA[@]}"; }
+
+for h in 1 2 4; do
+  launch seed_h$h cv --preset seed-transformer-h$h --protocol report --jobs 2 --set train.threads=1 --out "$R/seed_h$h"
+done
+launch seed_cnn cv --preset seed-cnn --protocol report --jobs 4 --set train.threads=1 --out "$R/seed_cnn"
+if [ "${SMOKE:-0}" = 1 ]; then COLL=(--epochs 1); else COLL=(--epochs 100 --full); fi
+launch collapse_time "$PY" benchmarks/collapse.py --data "$DATA" "${COLL[@]}" --only "time tokens" --device "$DEV" \
+  --threads 1 --out "$R/collapse_full"
+launch lt_gpu_s0 cv --preset logmel-transformer --protocol standard --seed 0 --jobs 5 --set train.threads=1 \
+  --out "$R/lt_gpu_s0"
+launch lt_wide_s0 cv --preset logmel-transformer --protocol standard --seed 0 --jobs 5 --set train.threads=1 \
+  --set model.dim=256 --set model.heads=8 --set model.mlp_dim=512 --set model.depth=6 --set train.epochs=200 \
+  --out "$R/lt_wide_s0"
+
+# wait for the jobs, but not past the budget
+while [ -n "$(jobs -rp)" ] && [ $(( $(date +%s) - T0 )) -lt "$BUDGET" ]; do sleep 5; done
+if [ -n "$(jobs -rp)" ]; then
+  echo "budget of $BUDGET s reached; stopping: $(jobs -rp | wc -l) jobs"
+  for pid in $(jobs -rp); do kill_tree "$pid"; done; sleep 3
+fi
+nvidia-smi --query-gpu=memory.used --format=csv 2>/dev/null
+echo "total $(( $(date +%s) - T0 )) s"
+cat "$L/walltimes.txt" 2>/dev/null
