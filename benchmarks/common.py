@@ -47,7 +47,14 @@ def p95(xs):
     return xs[min(len(xs) - 1, int(round(0.95 * (len(xs) - 1))))]
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    t = median(timeit(lambda: torch.mm(a, b), repeats=repeats, warmup=2))
-    return 2 * n**3 / t / 1e9
+def matmul_gflops(n: int = 2048, repeats: int = 5, *, device: str | torch.device = "cpu",
+                  dtype: torch.dtype = torch.float32, warmup: int = 2) -> float:
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+
+    def mm():
+        torch.mm(a, b)
+        if a.is_cuda:
+            torch.cuda.synchronize()  # time the GPU's work, not the launch
+
+    return 2 * n**3 / median(timeit(mm, repeats=repeats, warmup=warmup)) / 1e9

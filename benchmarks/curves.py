@@ -17,7 +17,8 @@ from pathlib import Path
 
 def job_rows(run: Path) -> list[tuple[str, list[dict]]]:
     files = sorted(run.rglob("metrics.csv"))
-    return [(str(f.parent.relative_to(run.parent)), list(csv.DictReader(f.open()))) for f in files]
+    return [(str(f.parent.relative_to(run.parent)), list(csv.DictReader(f.read_text().splitlines())))
+            for f in files]
 
 
 def main() -> None:

@@ -11,7 +11,7 @@
 #      - logmel-transformer (recommended recipe), standard 5-fold, seed 0: GPU wall time
 #      - logmel-transformer with a wider, deeper encoder and 200 epochs (accuracy probe)
 #   Jobs still running at BUDGET_S (default 540) are stopped; what they wrote is kept.
-# Set SMOKE=1 to check the script itself on a CPU in a minute (1 epoch, tiny models).
+# Set SMOKE=1 to check the script itself on a CPU (1 epoch, one block; minutes on tiny data).
 set -u
 DATA=$1
 OUT=$2
@@ -39,14 +39,12 @@ torch.cuda.get_device_name(0) if torch.cuda.is_available() else '', 'cpus', os.c
 
 # decode + resample every clip once, so the parallel jobs below read the cache
 "$PY" - "$DATA" <<'EOF' 2>&1 | tee "$L/cache.txt"
-import sys, time
-from concurrent.futures import ThreadPoolExecutor
-from soundformer.data.audio import load
+import os, sys, time
+from soundformer.data.audio import load_many
 from soundformer.data.sources import load_manifest
 t0 = time.perf_counter()
 items = load_manifest(sys.argv[1]).items
-with ThreadPoolExecutor(16) as pool:
-    list(pool.map(lambda it: load(it.path, 16000), items))
+load_many([it.path for it in items], 16000, progress=False, threads=os.cpu_count() or 1)
 print(f"decoded {len(items)} clips in {time.perf_counter() - t0:.1f} s")
 EOF
 

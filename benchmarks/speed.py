@@ -128,17 +128,6 @@ def data_pipeline(data: Path, n: int) -> dict:
     return out
 
 
-def cuda_bf16_matmul_gflops(device, n: int = 8192, repeats: int = 10) -> float:
-    a = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-    b = torch.randn(n, n, device=device, dtype=torch.bfloat16)
-
-    def mm():
-        torch.mm(a, b)
-        torch.cuda.synchronize()
-
-    return 2 * n**3 / median(timeit(mm, repeats=repeats, warmup=3)) / 1e9
-
-
 def profile_top_ops(model, x, rows: int = 12) -> str:
     from torch.profiler import ProfilerActivity, profile
 
@@ -169,7 +158,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, device {device}"
           + (f" ({torch.cuda.get_device_name(device)}, bf16 autocast)" if device.type == "cuda" else ""))
     if device.type == "cuda":
-        peak = cuda_bf16_matmul_gflops(device)
+        peak = matmul_gflops(8192, repeats=10, device=device, dtype=torch.bfloat16, warmup=3)
         print(f"bf16 matmul (8192^3 torch.mm on the GPU): {peak:.1f} GFLOP/s\n")
     else:
         peak = matmul_gflops()
