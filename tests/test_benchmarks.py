@@ -98,6 +98,23 @@ def test_gpu_session_script_runs_end_to_end_in_smoke_mode(tiny_esc10, tmp_path):
     assert (tmp_path / "g" / "gpu_runs" / "seed_h4" / "cv_summary.json").exists()
 
 
+@pytest.mark.slow
+def test_gpu_sweep_runs_each_variant_and_seed_in_smoke_mode(tiny_esc10, tmp_path):
+    variants = tmp_path / "variants.txt"
+    variants.write_text("# comment line\nbase\n\nls01  --set train.label_smoothing=0.1\n")
+    env = {**os.environ, "SMOKE": "1", "SEEDS": "0 1", "PYTHON": sys.executable,
+           "SOUNDFORMER_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_sweep.sh"), str(tiny_esc10), str(tmp_path / "s"),
+                          str(variants), "3000", "2"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    walls = (tmp_path / "s" / "logs" / "walltimes.txt").read_text()
+    for run in ("base_s0", "base_s1", "ls01_s0", "ls01_s1"):
+        assert f"{run} rc=0" in walls
+        assert (tmp_path / "s" / run / "cv_summary.json").exists()
+    saved = (tmp_path / "s" / "ls01_s1" / "test1" / "config.yaml").read_text()
+    assert "label_smoothing: 0.1" in saved and "seed: 1" in saved
+
+
 def test_curves_reads_unfinished_runs_and_reports_best_and_last(tmp_path):
     head = "epoch,lr,train_loss,train_acc,val_loss,val_acc,epoch_time_s,data_wait_frac\n"
     for job, vals in (("val1", [0.1, 0.5, 0.4]), ("val2", [0.1, 0.1])):

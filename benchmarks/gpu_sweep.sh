@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Multi-seed recipe sweep on one GPU: many 5-fold runs of logmel-transformer, several at once.
+#
+#   bash benchmarks/gpu_sweep.sh DATA OUT VARIANTS [BUDGET_S] [PARALLEL]
+#
+# VARIANTS is a text file, one variant per line: a name, then the --set overrides that make it
+# (blank lines and lines starting with # are skipped), e.g.
+#     base
+#     ls01  --set train.label_smoothing=0.1
+# Each variant runs `soundformer cv --protocol standard` once per seed in $SEEDS (default
+# "0 1 2"), in file order, variant by variant, PARALLEL (default 3) runs at a time, each with its
+# five fold models as five processes (--jobs 5). On one GPU the recipe's small steps are bound by
+# kernel launches, so fifteen processes share it well. No run starts after BUDGET_S (default
+# 480); runs still going at BUDGET_S + 60 are stopped. Results: OUT/NAME_sSEED/ (run folders,
+# read them with benchmarks/results_table.py --ablation), logs in OUT/logs/.
+# Set SMOKE=1 to check the script itself on a CPU (1 epoch, one block; minutes on tiny data).
+set -u
+DATA=$1
+OUT=$2
+VARIANTS=$3
+BUDGET=${4:-480}
+PARALLEL=${5:-3}
+SEEDS=${SEEDS:-0 1 2}
+T0=$(date +%s)
+L=$OUT/logs
+mkdir -p "$L"
+PY=${PYTHON:-python3}
+DEV=cuda
+EXTRA=()
+if [ "${SMOKE:-0}" = 1 ]; then
+  DEV=cpu
+  EXTRA=(--epochs 1 --set model.depth=1)
+fi
+export PYTHONUNBUFFERED=1 SOUNDFORMER_CACHE=${SOUNDFORMER_CACHE:-/tmp/sf_cache}
+elapsed() { echo $(( $(date +%s) - T0 )); }
+
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+  "$PY" -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cpus', os.cpu_count())"
+} 2>&1 | tee "$L/env.txt"
+
+# decode + resample every clip once, so the parallel runs below read the cache
+"$PY" - "$DATA" <<'EOF' 2>&1 | tee "$L/cache.txt"
+import os, sys, time
+from soundformer.data.audio import load_many
+from soundformer.data.sources import load_manifest
+t0 = time.perf_counter()
+items = load_manifest(sys.argv[1]).items
+load_many([it.path for it in items], 16000, progress=False, threads=os.cpu_count() or 1)
+print(f"decoded {len(items)} clips in {time.perf_counter() - t0:.1f} s")
+EOF
+
+kill_tree() {  # PID: stop a process and everything it started
+  local child
+  for child in $(pgrep -P "$1"); do kill_tree "$child"; done
+  kill -TERM "$1" 2>/dev/null
+}
+
+while read -r name rest; do
+  case "$name" in ''|\#*) continue ;; esac
+  read -r -a overrides <<<"$rest"
+  for seed in $SEEDS; do
+    while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do sleep 2; done
+    if [ "$(elapsed)" -ge "$BUDGET" ]; then echo "budget reached at $(elapsed) s: not starting ${name}_s$seed"; continue; fi
+    run=${name}_s$seed
+    echo "start $run at $(elapsed) s: ${overrides[*]}"
+    ( s=$(date +%s)
+      "$PY" -m soundformer cv --preset logmel-transformer --data "$DATA" --protocol standard --device "$DEV" \
+        --quiet --seed "$seed" --jobs 5 --set train.threads=1 "${overrides[@]}" "${EXTRA[@]}" \
+        --out "$OUT/$run" >"$L/$run.log" 2>&1
+      echo "$run rc=$? wall=$(( $(date +%s) - s )) s" | tee -a "$L/walltimes.txt" ) &
+  done
+done <"$VARIANTS"
+
+while [ -n "$(jobs -rp)" ] && [ "$(elapsed)" -lt $(( BUDGET + 60 )) ]; do sleep 3; done
+if [ -n "$(jobs -rp)" ]; then
+  echo "stopping $(jobs -rp | wc -l) runs at $(elapsed) s"
+  for pid in $(jobs -rp); do kill_tree "$pid"; done; sleep 3
+fi
+echo "total $(elapsed) s"
