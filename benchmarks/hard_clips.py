@@ -23,13 +23,17 @@ import numpy as np
 
 
 def fold_predictions(folder: Path) -> dict[str, dict]:
-    """job -> {paths, labels, probs, classes}, clips sorted by path so folders line up."""
+    """job -> {paths, labels, probs, classes}, clips sorted by path so folders line up.
+
+    Paths are cut to their last two parts (class folder / file name), so runs made from copies
+    of the data set in different places (another machine) line up too."""
     jobs = json.loads((folder / "cv_summary.json").read_text())["jobs_planned"]
     out = {}
     for job in jobs:
         d = np.load(folder / job / "predictions.npz")
-        order = np.argsort(d["test_paths"])
-        out[job] = {"paths": d["test_paths"][order], "labels": d["test_labels"][order],
+        paths = np.array(["/".join(Path(str(p)).parts[-2:]) for p in d["test_paths"]])
+        order = np.argsort(paths)
+        out[job] = {"paths": paths[order], "labels": d["test_labels"][order],
                     "probs": d["test_probs"][order], "classes": [str(c) for c in d["classes"]]}
     return out
 

@@ -6,11 +6,18 @@ each job's summary.json; prints what was measured, nothing else).
 
 ``--ablation BASE``: one row per folder with its difference from BASE, and the settings that
 differ from BASE's, read from the saved ``config.yaml`` files (threads and data path ignored).
+
+``--seeds``: folders named VARIANT_sSEED (as benchmarks/gpu_sweep.sh makes them) are grouped by
+variant; one row per variant with its 5-fold mean for each seed, the mean over seeds and its
+difference from the first variant's (the base).
+
+    python benchmarks/results_table.py --seeds runs/sw/base_s0 runs/sw/base_s1 runs/sw/ls01_s0 ...
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -61,7 +68,33 @@ def ablation(base: Path, folders: list[Path]) -> None:
         print(f"| {folder.name} | {changed or '(the recipe)'} | {per} | {100 * acc.mean():.1f} ± {100 * acc.std():.1f} % | {diff} |")
 
 
+def by_seed(folders: list[Path]) -> None:
+    groups: dict[str, list[Path]] = {}
+    for folder in folders:
+        groups.setdefault(re.sub(r"_s\d+$", "", folder.name), []).append(folder)
+    ref = settings(folders[0])
+    ref.pop("train.seed")
+    base_mean, base = None, next(iter(groups))
+    print(f"| variant | settings changed from {base} | seeds "
+          "| 5-fold mean per seed (%) | mean over seeds | difference |")
+    print("|---|---|---|---|---|---|")
+    for name, runs in groups.items():
+        mine = settings(runs[0])
+        seeds = [settings(r)["train.seed"] for r in runs]
+        mine.pop("train.seed")
+        changed = ", ".join(f"`{k}={mine.get(k)}`" for k in sorted(set(ref) | set(mine)) if ref.get(k) != mine.get(k))
+        means = np.array([100 * fold_accuracies(r).mean() for r in runs])
+        base_mean = means.mean() if base_mean is None else base_mean
+        diff = "–" if name == base else f"{round(means.mean() - base_mean, 1) + 0.0:+.1f} pts"
+        spread = f" ± {means.std():.1f}" if len(means) > 1 else ""
+        print(f"| {name} | {changed or '(the recipe)'} | {', '.join(map(str, seeds))} "
+              f"| {' / '.join(f'{m:.1f}' for m in means)} | {means.mean():.1f}{spread} % | {diff} |")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--seeds"]:
+        by_seed([Path(a) for a in sys.argv[2:]])
+        return
     if sys.argv[1:2] == ["--ablation"]:
         ablation(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]])
         return

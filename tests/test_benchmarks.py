@@ -37,16 +37,26 @@ def test_ablation_table_names_changed_settings_and_differences(tmp_path):
     assert rows[1] == "| nomix | `augment.mixup_alpha=0.0`, `train.seed=3` | 80.0 / 80.0 | 80.0 ± 0.0 % | -5.0 pts |"
 
 
-def fake_predictions(folder: Path, guesses: dict[str, int]) -> Path:
+def test_seed_table_groups_runs_by_variant(tmp_path):
+    runs = [fake_cv(tmp_path / "base_s0", [0.9, 0.8], []), fake_cv(tmp_path / "base_s1", [0.8, 0.8], ["train.seed=1"]),
+            fake_cv(tmp_path / "ls_s0", [1.0, 0.9], ["train.label_smoothing=0.1"]),
+            fake_cv(tmp_path / "ls_s1", [0.9, 0.9], ["train.label_smoothing=0.1", "train.seed=1"])]
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"), "--seeds", *map(str, runs)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| base | (the recipe) | 0, 1 | 85.0 / 80.0 | 82.5 ± 2.5 % | – |" in out
+    assert "| ls | `train.label_smoothing=0.1` | 0, 1 | 95.0 / 90.0 | 92.5 ± 2.5 % | +10.0 pts |" in out
+
+
+def fake_predictions(folder: Path, guesses: dict[str, int], root: str = "") -> Path:
     """One standard-protocol job whose test clips (name -> true class = first digit) get ``guesses``."""
     import numpy as np
 
     (folder / "test1").mkdir(parents=True)
     (folder / "cv_summary.json").write_text(json.dumps({"jobs_planned": ["test1"]}))
-    paths = sorted(guesses)
-    labels = np.array([int(p[0]) for p in paths])
+    paths = [root + p for p in sorted(guesses)]
+    labels = np.array([int(p[0]) for p in sorted(guesses)])
     probs = np.full((len(paths), 3), 0.1)
-    probs[np.arange(len(paths)), [guesses[p] for p in paths]] = 0.8
+    probs[np.arange(len(paths)), [guesses[p] for p in sorted(guesses)]] = 0.8
     np.savez(folder / "test1" / "predictions.npz", classes=np.array(["a", "b", "c"]), test_paths=np.array(paths),
              test_labels=labels, test_probs=probs)
     return folder
@@ -63,6 +73,15 @@ def test_hard_clips_finds_errors_every_run_shares(tmp_path):
     assert "3 of 4 clips are wrong in at least one run; 2 in at least 2 of 2" in out
     assert "| 1-7-A.wav | b | 2 of 2 | c (2) |" in out and "| 0-1-A.wav |" not in out
     assert "1-7 (2 clips)" in out
+
+
+def test_hard_clips_lines_up_runs_made_from_copies_of_the_data_elsewhere(tmp_path):
+    a = fake_predictions(tmp_path / "a", {"0-1-A.wav": 0, "1-7-A.wav": 2}, root="/data/esc10/001 - Dog/")
+    b = fake_predictions(tmp_path / "b", {"0-1-A.wav": 0, "1-7-A.wav": 1}, root="/copy/.esc10/001 - Dog/")
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "hard_clips.py"), str(a), str(b)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| ensemble of the 2 runs | 100.0 |" in out
+    assert "1 of 2 clips are wrong in at least one run" in out
 
 
 def test_collapse_only_refuses_unknown_variants_by_name(tiny_esc10):

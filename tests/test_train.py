@@ -308,3 +308,30 @@ def test_ctrl_c_stops_the_whole_cross_validation(tiny_esc10, tmp_path, monkeypat
         run_cv(tiny_cfg("train.epochs=1"), load_manifest(tiny_esc10), tmp_path / "cv", protocol="standard",
                progress=False, log=lambda _: None)
     assert calls == ["test1"]
+
+
+def test_weight_ema_forgets_the_initial_weights_on_short_runs():
+    from torch.optim.swa_utils import AveragedModel
+
+    from soundformer.train import warmup_ema_update
+
+    model = torch.nn.BatchNorm1d(3)
+    with torch.no_grad():
+        model.weight.fill_(0.0)  # the "initial" weights
+    ema = AveragedModel(model, multi_avg_fn=warmup_ema_update(0.998), use_buffers=True)
+    ema.update_parameters(model)  # first update copies
+    with torch.no_grad():
+        model.weight.fill_(1.0)  # where training went
+    for _ in range(720):  # 80 epochs of 9 steps, as on ESC-10
+        model(torch.randn(4, 3))
+        ema.update_parameters(model)
+    # a fixed decay would keep 0.998**720 = 24 % of the initial weights (average 0.76)
+    assert ema.module.weight.min().item() > 0.98
+    assert ema.module.num_batches_tracked.item() == model.num_batches_tracked.item() == 720
+    # the ramp (2/11 after one update) never exceeds the decay asked for: 0.1 here
+    fast = AveragedModel(model, multi_avg_fn=warmup_ema_update(0.1), use_buffers=True)
+    fast.update_parameters(model)
+    with torch.no_grad():
+        model.weight.fill_(3.0)
+    fast.update_parameters(model)
+    assert torch.allclose(fast.module.weight, torch.full((3,), 0.1 * 1.0 + 0.9 * 3.0))

@@ -105,7 +105,7 @@ class TrainConfig:
     device: str = "auto"  # auto|cpu|cuda
     amp: str = "auto"  # auto|bf16|fp16|off (autocast on GPU only)
     threads: int = 0  # CPU threads; 0 = the free cores
-    ema: float = 0.0  # weight EMA decay; 0 = off
+    ema: float = 0.0  # weight EMA decay, reached after a ramp min(ema, (1+n)/(10+n)) over n steps; 0 = off
     tracker: str = "local"  # local|tensorboard|wandb
 
 

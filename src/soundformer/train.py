@@ -59,6 +59,27 @@ class Clips:
         return np.array([it.label for it in self.items], dtype=np.int64)
 
 
+
+def warmup_ema_update(decay: float):
+    """Weight-EMA update whose decay ramps up: min(decay, (1 + n) / (10 + n)) after n updates.
+
+    A fixed decay keeps decay**steps of the first (near-random) weights to the end: 24 % after
+    720 steps at 0.998, which cost 40+ points on ESC-10. The ramp (as in timm's ModelEmaV2/V3
+    warm-up) lets early weights fade out, so the average follows the last few epochs."""
+
+    @torch.no_grad()
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], n_averaged: torch.Tensor) -> None:
+        n = int(n_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        if torch.is_floating_point(ema_params[0]):
+            torch._foreach_lerp_(ema_params, params, 1 - d)
+        else:  # integer buffers (BatchNorm's batch counter): keep the latest
+            for e, p in zip(ema_params, params, strict=True):
+                e.copy_(p)
+
+    return update
+
+
 def window_samples(cfg: Config) -> int:
     return int(round(cfg.audio.window_seconds * cfg.audio.sample_rate))
 
@@ -268,9 +289,9 @@ def run_job(
     optimizer = make_optimizer(cfg, model)
     ema = None
     if t.ema:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        from torch.optim.swa_utils import AveragedModel
 
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(t.ema), use_buffers=True)
+        ema = AveragedModel(model, multi_avg_fn=warmup_ema_update(t.ema), use_buffers=True)
 
     train_set = WindowDataset(
         data["train"].audio, data["train"].labels.tolist(), window=window,
