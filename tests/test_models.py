@@ -86,6 +86,41 @@ def test_logmel_matches_librosa():
     np.testing.assert_allclose(lm.mel(torch.from_numpy(y)[None])[0].numpy(), ref, rtol=1e-3, atol=1e-4 * ref.max())
 
 
+def test_pcen_matches_librosa_on_a_sound_that_changes_level():
+    rng = np.random.default_rng(1)
+    t = np.arange(16000 * 6) / 16000
+    # noise whose level steps up 20 dB at 2 s, plus a tone from 4 s: PCEN's smoother has work to do
+    y = rng.standard_normal(t.size) * np.where(t < 2, 0.01, 0.1) + 0.2 * np.sin(2 * np.pi * 440 * t) * (t > 4)
+    y = y.astype(np.float32)
+    mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=1024, hop_length=320, n_mels=64,
+                                         center=True, pad_mode="constant", power=2.0)
+    ref = librosa.pcen(mel * LogMel.PCEN_SCALE, sr=16000, hop_length=320)
+    lm = LogMel(sample_rate=16000, n_fft=1024, hop_length=320, n_mels=64, compression="pcen")
+    ours = lm(torch.from_numpy(y)[None])[0].numpy()
+    assert ours.shape == ref.shape == (64, 301)
+    # librosa's smoother starts from (almost) silence, ours from the first frame held steady, so
+    # the two agree once librosa's start has faded (1 - b)**150 = 5e-4
+    np.testing.assert_allclose(ours[:, 150:], ref[:, 150:], rtol=2e-3, atol=2e-3 * ref.max())
+    quiet, start, loud = ours[:, 40:90].mean(), ours[:, :10].mean(), ours[:, 150:195].mean()
+    assert abs(start - quiet) < 0.25 * quiet  # no false onset at the start of a window
+    assert ref[:, :10].mean() > 3 * quiet  # (librosa's start reads as a loud onset)
+    # the level step is divided out: a second later, the loud noise reads like the quiet noise did
+    assert abs(loud - quiet) < 0.25 * quiet
+    logmel = LogMel(sample_rate=16000, n_fft=1024, hop_length=320, n_mels=64)(torch.from_numpy(y)[None])[0]
+    assert logmel[:, 150:195].mean() - logmel[:, 40:90].mean() > 4  # log-mel keeps it: 20 dB = 4.6 nepers
+
+
+def test_pcen_config_is_checked_and_builds_a_pcen_frontend():
+    cfg = load_config("logmel-transformer", ["features.compression=pcen"])
+    model = build_model(cfg, 10)
+    assert model.frontend.logmel.pcen is not None
+    assert model(torch.randn(2, 16000 * 5)).shape == (2, 10)
+    with pytest.raises(SoundformerError, match="features.compression"):
+        load_config("logmel-transformer", ["features.compression=cubic"])
+    with pytest.raises(SoundformerError, match="augment.eq_db"):
+        load_config("logmel-transformer", ["features.compression=pcen", "augment.eq_db=6"])
+
+
 # ---------------------------------------------------------------- every preset
 
 

@@ -27,11 +27,13 @@ def trained(tmp_path_factory):
     data = write_esc10(root / "data")
     m = load_manifest(data)
     out = {}
-    for preset in ("logmel-transformer", "seed-cnn"):
-        extra = ["audio.window_seconds=0.25", "train.epochs=1", "train.threads=1"] if preset == "seed-cnn" else TINY
+    variants = {"logmel-transformer": ("logmel-transformer", TINY),
+                "seed-cnn": ("seed-cnn", ["audio.window_seconds=0.25", "train.epochs=1", "train.threads=1"]),
+                "pcen": ("logmel-transformer", [*TINY, "features.compression=pcen"])}
+    for name, (preset, extra) in variants.items():
         cfg = load_config(preset, extra)
-        run_job(cfg, m, make_split(m, plan_jobs(m, "report")[0], cfg), root / preset, progress=False)
-        out[preset] = root / preset / "checkpoints" / "model.pt"
+        run_job(cfg, m, make_split(m, plan_jobs(m, "report")[0], cfg), root / name, progress=False)
+        out[name] = root / name / "checkpoints" / "model.pt"
     mp.undo()
     return out
 
@@ -89,7 +91,7 @@ def test_embed_cli(trained, tmp_path):
     assert z["embeddings"].shape == (3, 32) and len(z["paths"]) == 3
 
 
-@pytest.mark.parametrize("preset", ["logmel-transformer", "seed-cnn"])
+@pytest.mark.parametrize("preset", ["logmel-transformer", "seed-cnn", "pcen"])
 def test_onnx_export_matches_pytorch(trained, tmp_path, preset):
     ort = pytest.importorskip("onnxruntime")
     path = tmp_path / "m.onnx"

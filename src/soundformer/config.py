@@ -46,6 +46,7 @@ class FeatureConfig:
     n_mels: int = 64  # mel bands
     f_min: float = 0.0  # lowest mel frequency (Hz)
     f_max: float = 0.0  # 0 = sample_rate / 2
+    compression: str = "log"  # log|pcen: log of the mel power, or per-channel energy normalisation
     normalize: bool = True  # per-mel-bin mean/std from the training data
 
 
@@ -129,6 +130,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.subset": ("", "esc10"),
     "audio.short_policy": ("pad", "loop"),
     "features.kind": ("waveform", "logmel"),
+    "features.compression": ("log", "pcen"),
     "model.name": ("seed_cnn", "seed_transformer", "logmel_cnn", "logmel_transformer"),
     "model.positions": ("sinusoidal", "learned"),
     "model.attention": ("manual", "fused"),
@@ -344,6 +346,9 @@ def validate(cfg: Config) -> None:
     if not 0 <= g.time_shift <= 1:
         raise SoundformerError(f"augment.time_shift must be a fraction of the window in [0, 1], got {g.time_shift}")
     positive("augment.eq_db", g.eq_db, allow_zero=True)
+    if g.eq_db and f.compression != "log":
+        raise SoundformerError(f"augment.eq_db adds gains in the log-mel domain; it does not apply to "
+                               f"features.compression={f.compression}: set augment.eq_db=0 or features.compression=log")
     if g.eq_points < 2:
         raise SoundformerError(f"augment.eq_points must be >= 2 (a curve needs two ends), got {g.eq_points}")
     positive("augment.mixup_alpha", g.mixup_alpha, allow_zero=True)

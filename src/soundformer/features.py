@@ -1,11 +1,14 @@
 """Features and batch augmentations, all in torch so they run on CPU or GPU.
 
 - ``LogMel``: waveform -> log-mel spectrogram (``torch.stft`` + a librosa mel filterbank), with
-  an alternative DFT-as-convolution path that exports to ONNX.
+  an alternative DFT-as-convolution path that exports to ONNX; ``compression="pcen"`` puts
+  per-channel energy normalisation (``PCEN``) in place of the log.
 - ``spec_augment``, ``mixup``, ``random_gain``, ``time_shift``: vectorised batch augmentations.
 """
 
 from __future__ import annotations
+
+import math
 
 import librosa
 import numpy as np
@@ -14,19 +17,60 @@ import torch.nn.functional as F
 from torch import nn
 
 
+class PCEN(nn.Module):
+    """Per-channel energy normalisation (Wang et al. 2017) of (B, M, T) mel energies.
+
+    ``(E / (eps + M)**gain + bias)**power - bias**power`` with ``M`` the energy smoothed over time
+    per mel band, so slowly varying loudness (a steady background, the recording's level) is
+    divided out and onsets stand out. librosa's ``pcen`` runs the smoother as an IIR filter; here
+    it is a causal convolution with the same exponential kernel, cut where it falls below 1e-4
+    of its start and renormalised, so it runs on any device and exports to ONNX with a dynamic
+    time axis. Before the first frame the smoother holds the mean energy of the first time
+    constant (librosa's starts near silence, which makes every window open with a false onset).
+    """
+
+    def __init__(self, *, sample_rate: int, hop_length: int, time_constant: float = 0.4, gain: float = 0.98,
+                 bias: float = 2.0, power: float = 0.5, eps: float = 1e-6):
+        super().__init__()
+        self.gain, self.bias, self.power, self.eps = gain, bias, power, eps
+        t_frames = time_constant * sample_rate / hop_length
+        b = (math.sqrt(1 + 4 * t_frames**2) - 1) / (2 * t_frames**2)  # librosa's smoothing coefficient
+        taps = max(1, math.ceil(math.log(1e-4) / math.log1p(-b)))
+        self.lead = max(1, round(t_frames))  # frames whose mean stands for the past
+        kernel = b * (1 - b) ** torch.arange(taps - 1, -1, -1, dtype=torch.float64)  # oldest frame first
+        self.register_buffer("kernel", (kernel / kernel.sum()).float().view(1, 1, taps), persistent=False)
+
+    def smooth(self, energy: torch.Tensor) -> torch.Tensor:
+        b, m, t = energy.shape
+        x = energy.reshape(b * m, 1, t)
+        past = x[..., : self.lead].mean(-1, keepdim=True).expand(-1, -1, self.kernel.shape[-1] - 1)
+        return F.conv1d(torch.cat([past, x], -1), self.kernel).reshape(b, m, t)  # (B, M, T)
+
+    def forward(self, energy: torch.Tensor) -> torch.Tensor:
+        # plain pow instead of librosa's log1p/expm1 form: ONNX has no expm1; float32 loses < 1e-6 here
+        agc = torch.pow(self.smooth(energy) + self.eps, -self.gain)  # (B, M, T)
+        return torch.pow(energy * agc + self.bias, self.power) - self.bias**self.power
+
+
 class LogMel(nn.Module):
     """(B, N) waveform -> (B, n_mels, T) natural-log mel power, T = 1 + N // hop_length.
 
     Matches ``librosa.feature.melspectrogram(center=True, pad_mode="constant", power=2)``
-    followed by ``log(mel + eps)``.
+    followed by ``log(mel + eps)``; with ``compression="pcen"``, ``librosa.pcen`` of the mel power
+    scaled by ``PCEN_SCALE`` (2**31, librosa's advice for audio in [-1, 1]) instead of the log.
     """
+
+    PCEN_SCALE = 2.0**31
 
     def __init__(
         self, *, sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
-        f_min: float = 0.0, f_max: float = 0.0, eps: float = 1e-6,
+        f_min: float = 0.0, f_max: float = 0.0, eps: float = 1e-6, compression: str = "log",
     ):
         super().__init__()
         self.n_fft, self.hop_length, self.eps = n_fft, hop_length, eps
+        if compression not in ("log", "pcen"):
+            raise ValueError(f"compression must be 'log' or 'pcen', got {compression!r}")
+        self.pcen = PCEN(sample_rate=sample_rate, hop_length=hop_length) if compression == "pcen" else None
         fb = librosa.filters.mel(
             sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max or sample_rate / 2
         )
@@ -59,6 +103,8 @@ class LogMel(nn.Module):
         return self.mel_fb @ self.power_spectrogram(wav.float())  # (B, M, T)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        if self.pcen is not None:
+            return self.pcen(self.mel(wav) * self.PCEN_SCALE)  # (B, M, T)
         return torch.log(self.mel(wav) + self.eps)  # (B, M, T)
 
 

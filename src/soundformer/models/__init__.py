@@ -25,12 +25,12 @@ class WaveformFrontEnd(nn.Module):
 
 
 class LogMelFrontEnd(nn.Module):
-    """Waveform -> log-mel, standardised per mel bin with statistics of the training data."""
+    """Waveform -> log-mel (or PCEN-mel), standardised per mel bin with statistics of the training data."""
 
-    def __init__(self, *, sample_rate, n_fft, hop_length, n_mels, f_min, f_max):
+    def __init__(self, *, sample_rate, n_fft, hop_length, n_mels, f_min, f_max, compression="log"):
         super().__init__()
         self.logmel = LogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
-                             n_mels=n_mels, f_min=f_min, f_max=f_max)
+                             n_mels=n_mels, f_min=f_min, f_max=f_max, compression=compression)
         self.register_buffer("mean", torch.zeros(n_mels, 1))  # (M, 1)
         self.register_buffer("std", torch.ones(n_mels, 1))  # (M, 1)
 
@@ -159,7 +159,7 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
         return SeedTransformer(channels=m.channels, window_samples=window, n_classes=n_classes,
                                token_layout=m.token_layout, **enc)
     frontend = LogMelFrontEnd(sample_rate=a.sample_rate, n_fft=f.n_fft, hop_length=f.hop_length,
-                              n_mels=f.n_mels, f_min=f.f_min, f_max=f.f_max)
+                              n_mels=f.n_mels, f_min=f.f_min, f_max=f.f_max, compression=f.compression)
     if m.name == "logmel_cnn":
         return LogMelCNN(frontend=frontend, channels=m.channels, dropout=m.dropout, n_classes=n_classes,
                          double=m.stem_double)
