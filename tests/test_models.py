@@ -115,6 +115,14 @@ def test_pcen_config_is_checked_and_builds_a_pcen_frontend():
     model = build_model(cfg, 10)
     assert model.frontend.logmel.pcen is not None
     assert model(torch.randn(2, 16000 * 5)).shape == (2, 10)
+    both = build_model(load_config("logmel-transformer", ["features.compression=log+pcen"]), 10)
+    wav = torch.randn(2, 16000) * 0.1
+    feats = both.frontend(wav)  # log-mel and PCEN as two input channels (statistics not fitted: 0 / 1)
+    assert feats.shape == (2, 2, 64, 51) and both.frontend.mean.shape == (2, 64, 1)
+    kw = dict(sample_rate=16000, n_fft=1024, hop_length=320, n_mels=64)
+    torch.testing.assert_close(feats[:, 0], LogMel(**kw)(wav))
+    torch.testing.assert_close(feats[:, 1], LogMel(**kw, compression="pcen")(wav))
+    assert both(torch.randn(2, 16000 * 5)).shape == (2, 10)
     with pytest.raises(SoundformerError, match="features.compression"):
         load_config("logmel-transformer", ["features.compression=cubic"])
     with pytest.raises(SoundformerError, match="augment.eq_db"):

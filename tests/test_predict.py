@@ -29,7 +29,7 @@ def trained(tmp_path_factory):
     out = {}
     variants = {"logmel-transformer": ("logmel-transformer", TINY),
                 "seed-cnn": ("seed-cnn", ["audio.window_seconds=0.25", "train.epochs=1", "train.threads=1"]),
-                "pcen": ("logmel-transformer", [*TINY, "features.compression=pcen"])}
+                "pcen": ("logmel-transformer", [*TINY, "features.compression=log+pcen"])}
     for name, (preset, extra) in variants.items():
         cfg = load_config(preset, extra)
         run_job(cfg, m, make_split(m, plan_jobs(m, "report")[0], cfg), root / name, progress=False)

@@ -335,3 +335,21 @@ def test_weight_ema_forgets_the_initial_weights_on_short_runs():
         model.weight.fill_(3.0)
     fast.update_parameters(model)
     assert torch.allclose(fast.module.weight, torch.full((3,), 0.1 * 1.0 + 0.9 * 3.0))
+
+
+def test_normalisation_statistics_are_per_channel_for_log_plus_pcen():
+    from soundformer.config import load_config
+    from soundformer.models import build_model
+    from soundformer.train import Clips, fit_normalisation
+
+    cfg = load_config("logmel-transformer", ["features.compression=log+pcen", "audio.window_seconds=1"])
+    model = build_model(cfg, 3)
+    rng = np.random.default_rng(0)
+    audio = [(rng.standard_normal(16000) * 0.1).astype(np.float32) for _ in range(3)]
+    fit_normalisation(model, Clips(items=[], audio=audio), 16000, "loop")
+    fe = model.frontend
+    feats = fe(torch.from_numpy(np.stack(audio)))  # (3, 2, 64, T), standardised
+    pooled = feats.permute(1, 2, 0, 3).flatten(2)  # (2, 64, 3 * T)
+    torch.testing.assert_close(pooled.mean(-1), torch.zeros(2, 64), atol=1e-3, rtol=0)
+    torch.testing.assert_close(pooled.std(-1, unbiased=False), torch.ones(2, 64), atol=1e-3, rtol=0)
+    assert not torch.allclose(fe.mean[0], fe.mean[1])  # the log and PCEN channels get their own

@@ -46,7 +46,7 @@ class FeatureConfig:
     n_mels: int = 64  # mel bands
     f_min: float = 0.0  # lowest mel frequency (Hz)
     f_max: float = 0.0  # 0 = sample_rate / 2
-    compression: str = "log"  # log|pcen: log of the mel power, or per-channel energy normalisation
+    compression: str = "log"  # log|pcen|log+pcen: log of the mel power, per-channel energy normalisation, or both as two channels
     normalize: bool = True  # per-mel-bin mean/std from the training data
 
 
@@ -130,7 +130,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.subset": ("", "esc10"),
     "audio.short_policy": ("pad", "loop"),
     "features.kind": ("waveform", "logmel"),
-    "features.compression": ("log", "pcen"),
+    "features.compression": ("log", "pcen", "log+pcen"),
     "model.name": ("seed_cnn", "seed_transformer", "logmel_cnn", "logmel_transformer"),
     "model.positions": ("sinusoidal", "learned"),
     "model.attention": ("manual", "fused"),

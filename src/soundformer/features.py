@@ -2,7 +2,8 @@
 
 - ``LogMel``: waveform -> log-mel spectrogram (``torch.stft`` + a librosa mel filterbank), with
   an alternative DFT-as-convolution path that exports to ONNX; ``compression="pcen"`` puts
-  per-channel energy normalisation (``PCEN``) in place of the log.
+  per-channel energy normalisation (``PCEN``) in place of the log, ``"log+pcen"`` gives both as
+  two input channels.
 - ``spec_augment``, ``mixup``, ``random_gain``, ``time_shift``: vectorised batch augmentations.
 """
 
@@ -57,8 +58,11 @@ class LogMel(nn.Module):
 
     Matches ``librosa.feature.melspectrogram(center=True, pad_mode="constant", power=2)``
     followed by ``log(mel + eps)``; with ``compression="pcen"``, ``librosa.pcen`` of the mel power
-    scaled by ``PCEN_SCALE`` (2**31, librosa's advice for audio in [-1, 1]) instead of the log.
+    scaled by ``PCEN_SCALE`` (2**31, librosa's advice for audio in [-1, 1]) instead of the log;
+    with ``"log+pcen"``, both stacked: (B, 2, n_mels, T).
     """
+
+    COMPRESSIONS = ("log", "pcen", "log+pcen")
 
     PCEN_SCALE = 2.0**31
 
@@ -68,9 +72,11 @@ class LogMel(nn.Module):
     ):
         super().__init__()
         self.n_fft, self.hop_length, self.eps = n_fft, hop_length, eps
-        if compression not in ("log", "pcen"):
-            raise ValueError(f"compression must be 'log' or 'pcen', got {compression!r}")
-        self.pcen = PCEN(sample_rate=sample_rate, hop_length=hop_length) if compression == "pcen" else None
+        if compression not in self.COMPRESSIONS:
+            raise ValueError(f"compression must be one of {self.COMPRESSIONS}, got {compression!r}")
+        self.use_log = "log" in compression
+        self.pcen = PCEN(sample_rate=sample_rate, hop_length=hop_length) if "pcen" in compression else None
+        self.channels = int(self.use_log) + int(self.pcen is not None)  # 1: (B, M, T); 2: (B, 2, M, T)
         fb = librosa.filters.mel(
             sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max or sample_rate / 2
         )
@@ -103,16 +109,21 @@ class LogMel(nn.Module):
         return self.mel_fb @ self.power_spectrogram(wav.float())  # (B, M, T)
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        mel = self.mel(wav)  # (B, M, T)
+        out = []
+        if self.use_log:
+            out.append(torch.log(mel + self.eps))
         if self.pcen is not None:
-            return self.pcen(self.mel(wav) * self.PCEN_SCALE)  # (B, M, T)
-        return torch.log(self.mel(wav) + self.eps)  # (B, M, T)
+            out.append(self.pcen(mel * self.PCEN_SCALE))
+        return out[0] if len(out) == 1 else torch.stack(out, 1)  # (B, M, T) or (B, 2, M, T)
 
 
 def spec_augment(
     spec: torch.Tensor, *, freq_masks: int, freq_width: int, time_masks: int, time_width: int
 ) -> torch.Tensor:
-    """Zero random frequency and time bands of a (B, M, T) batch (in normalised units)."""
-    B, M, T = spec.shape
+    """Zero random frequency and time bands of a (B, M, T) or (B, C, M, T) batch (in normalised
+    units); the C channels of one example share its masks."""
+    B, M, T = spec.shape[0], spec.shape[-2], spec.shape[-1]
     keep = torch.ones(B, M, T, dtype=torch.bool, device=spec.device)
     for n_masks, width, size, dim in ((freq_masks, freq_width, M, 1), (time_masks, time_width, T, 2)):
         if n_masks == 0 or width == 0:
@@ -123,7 +134,7 @@ def spec_augment(
         band = (pos >= start[..., None]) & (pos < (start + w)[..., None])  # (B, n, size)
         band = band.any(1).to(spec.device)  # (B, size)
         keep &= ~(band[:, :, None] if dim == 1 else band[:, None, :])
-    return spec * keep
+    return spec * (keep if spec.dim() == 3 else keep[:, None])
 
 
 def random_eq(batch: int, n_bins: int, *, max_db: float, points: int) -> torch.Tensor:

@@ -148,11 +148,11 @@ def fit_normalisation(model: AudioClassifier, clips: Clips, window: int, short_p
     count = 0
     for clip in clips.audio:
         x = torch.from_numpy(audio_io.fit_length(clip, window, short_policy))[None]
-        spec = fe.logmel(x)[0].double()  # (M, T)
-        s, sq = spec.sum(1, keepdim=True), spec.square().sum(1, keepdim=True)
+        spec = fe.logmel(x)[0].double()  # (M, T) or (C, M, T)
+        s, sq = spec.sum(-1, keepdim=True), spec.square().sum(-1, keepdim=True)
         total = s if total is None else total + s
         total_sq = sq if total_sq is None else total_sq + sq
-        count += spec.shape[1]
+        count += spec.shape[-1]
     mean = total / count
     std = (total_sq / count - mean.square()).clamp(min=1e-8).sqrt()
     fe.mean.copy_(mean.float())

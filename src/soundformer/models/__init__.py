@@ -31,11 +31,12 @@ class LogMelFrontEnd(nn.Module):
         super().__init__()
         self.logmel = LogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                              n_mels=n_mels, f_min=f_min, f_max=f_max, compression=compression)
-        self.register_buffer("mean", torch.zeros(n_mels, 1))  # (M, 1)
-        self.register_buffer("std", torch.ones(n_mels, 1))  # (M, 1)
+        shape = (n_mels, 1) if self.logmel.channels == 1 else (self.logmel.channels, n_mels, 1)
+        self.register_buffer("mean", torch.zeros(shape))  # (M, 1) or (C, M, 1)
+        self.register_buffer("std", torch.ones(shape))
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return (self.logmel(wav) - self.mean) / self.std  # (B, M, T)
+        return (self.logmel(wav) - self.mean) / self.std  # (B, M, T) or (B, C, M, T)
 
 
 class AudioClassifier(nn.Module):
@@ -107,7 +108,8 @@ class LogMelCNN(AudioClassifier):
     def __init__(self, *, frontend: LogMelFrontEnd, channels, dropout, n_classes, double: bool = False):
         super().__init__()
         self.frontend = frontend
-        self.stem = LogMelConvStem(channels=channels, pool_time=2, double=double)
+        self.stem = LogMelConvStem(channels=channels, pool_time=2, double=double,
+                                   in_channels=frontend.logmel.channels)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.stem.out_channels, n_classes)
 
@@ -127,7 +129,8 @@ class LogMelTransformer(AudioClassifier):
                  max_tokens, fused):
         super().__init__()
         self.frontend = frontend
-        self.stem = LogMelConvStem(channels=channels, pool_time=pool_time, double=stem_double)
+        self.stem = LogMelConvStem(channels=channels, pool_time=pool_time, double=stem_double,
+                                   in_channels=frontend.logmel.channels)
         freq_bins = max(1, n_mels // self.stem.freq_reduction)
         self.to_tokens = nn.Linear(self.stem.out_channels * freq_bins, dim)
         self.encoder = CLSEncoder(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, dropout=dropout,

@@ -52,11 +52,11 @@ class ConvBlock2d(nn.Module):
 
 
 class LogMelConvStem(nn.Module):
-    """(B, M, T) log-mel -> (B, C, M / 2^k, T / pool_time^k) feature map."""
+    """(B, M, T) log-mel (or (B, in_channels, M, T)) -> (B, C, M / 2^k, T / pool_time^k) feature map."""
 
-    def __init__(self, *, channels: list[int], pool_time: int, double: bool = False):
+    def __init__(self, *, channels: list[int], pool_time: int, double: bool = False, in_channels: int = 1):
         super().__init__()
-        blocks, c_in = [], 1
+        blocks, c_in = [], in_channels
         for c_out in channels:
             blocks.append(ConvBlock2d(c_in=c_in, c_out=c_out, pool=(2, pool_time), double=double))
             c_in = c_out
@@ -65,4 +65,4 @@ class LogMelConvStem(nn.Module):
         self.freq_reduction = 2 ** len(channels)
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:
-        return self.blocks(spec.unsqueeze(1))  # (B, C, M', T')
+        return self.blocks(spec.unsqueeze(1) if spec.dim() == 3 else spec)  # (B, C, M', T')

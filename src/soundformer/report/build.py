@@ -69,8 +69,10 @@ def _display_logmel(sr: int) -> LogMel:
 
 
 def _logmel_image(lm: LogMel, wav: np.ndarray) -> np.ndarray:
+    """(M, T) image of a clip; of a two-channel front-end (log+pcen), its first channel."""
     with torch.no_grad():
-        return lm(torch.from_numpy(np.ascontiguousarray(wav))[None])[0].numpy()
+        img = lm(torch.from_numpy(np.ascontiguousarray(wav))[None])[0].numpy()
+    return img[0] if img.ndim == 3 else img
 
 
 def data_section(cfg: Config, data_path: Path, fig_dir: Path) -> dict:
