@@ -20,33 +20,11 @@ T0=$(date +%s)
 R=$OUT/gpu_runs
 L=$R/logs
 mkdir -p "$L"
-PY=${PYTHON:-python3}
-DEV=cuda
-EXTRA=()
-if [ "${SMOKE:-0}" = 1 ]; then
-  DEV=cpu
-  EXTRA=(--epochs 1 --set model.depth=1)
-fi
+source "$(dirname "$0")/gpu_lib.sh"  # PY, DEV, EXTRA, cache; gpu_env_and_cache, kill_tree
 SF=("$PY" -m soundformer)
-export PYTHONUNBUFFERED=1 SOUNDFORMER_CACHE=${SOUNDFORMER_CACHE:-/tmp/sf_cache}
 
-{
-  date -u
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-  "$PY" -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
-torch.cuda.get_device_name(0) if torch.cuda.is_available() else '', 'cpus', os.cpu_count())"
-} 2>&1 | tee "$L/env.txt"
-
-# decode + resample every clip once, so the parallel jobs below read the cache
-"$PY" - "$DATA" <<'EOF' 2>&1 | tee "$L/cache.txt"
-import os, sys, time
-from soundformer.data.audio import load_many
-from soundformer.data.sources import load_manifest
-t0 = time.perf_counter()
-items = load_manifest(sys.argv[1]).items
-load_many([it.path for it in items], 16000, progress=False, threads=os.cpu_count() or 1)
-print(f"decoded {len(items)} clips in {time.perf_counter() - t0:.1f} s")
-EOF
+# log the machine; decode every clip once, so the parallel runs read the cache
+gpu_env_and_cache "$DATA" "$L"
 
 if [ "${SMOKE:-0}" != 1 ]; then
   timeout 90 "$PY" benchmarks/speed.py --device "$DEV" --data "$DATA" --steps 10 \
@@ -54,11 +32,6 @@ if [ "${SMOKE:-0}" != 1 ]; then
   echo "speed.py rc=$? after $(( $(date +%s) - T0 )) s"
 fi
 
-kill_tree() {  # PID: stop a process and everything it started
-  local child
-  for child in $(pgrep -P "$1"); do kill_tree "$child"; done
-  kill -TERM "$1" 2>/dev/null
-}
 launch() {  # NAME CMD...: run in the background, log to $L/NAME.log, time it
   local name=$1; shift
   ( s=$(date +%s); "$@" >"$L/$name.log" 2>&1; rc=$?

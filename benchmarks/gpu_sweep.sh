@@ -24,38 +24,11 @@ SEEDS=${SEEDS:-0 1 2}
 T0=$(date +%s)
 L=$OUT/logs
 mkdir -p "$L"
-PY=${PYTHON:-python3}
-DEV=cuda
-EXTRA=()
-if [ "${SMOKE:-0}" = 1 ]; then
-  DEV=cpu
-  EXTRA=(--epochs 1 --set model.depth=1)
-fi
-export PYTHONUNBUFFERED=1 SOUNDFORMER_CACHE=${SOUNDFORMER_CACHE:-/tmp/sf_cache}
+source "$(dirname "$0")/gpu_lib.sh"  # PY, DEV, EXTRA, cache; gpu_env_and_cache, kill_tree
 elapsed() { echo $(( $(date +%s) - T0 )); }
 
-{
-  date -u
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
-  "$PY" -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'cpus', os.cpu_count())"
-} 2>&1 | tee "$L/env.txt"
-
-# decode + resample every clip once, so the parallel runs below read the cache
-"$PY" - "$DATA" <<'EOF' 2>&1 | tee "$L/cache.txt"
-import os, sys, time
-from soundformer.data.audio import load_many
-from soundformer.data.sources import load_manifest
-t0 = time.perf_counter()
-items = load_manifest(sys.argv[1]).items
-load_many([it.path for it in items], 16000, progress=False, threads=os.cpu_count() or 1)
-print(f"decoded {len(items)} clips in {time.perf_counter() - t0:.1f} s")
-EOF
-
-kill_tree() {  # PID: stop a process and everything it started
-  local child
-  for child in $(pgrep -P "$1"); do kill_tree "$child"; done
-  kill -TERM "$1" 2>/dev/null
-}
+# log the machine; decode every clip once, so the parallel runs read the cache
+gpu_env_and_cache "$DATA" "$L"
 
 while read -r name rest; do
   case "$name" in ''|\#*) continue ;; esac
