@@ -247,7 +247,7 @@ def test_train_step_applies_the_equaliser_in_decibels(monkeypatch):
     """A +6 dB equaliser must move the standardised features by exactly 6 dB / std."""
     import soundformer.train as train_mod
 
-    cfg = load_config("logmel-transformer", ["model.depth=1", "augment.eq_db=6", "augment.mixup_alpha=0",
+    cfg = load_config("logmel-transformer", ["model.depth=1", "augment.eq_db=6", "features.compression=log", "augment.mixup_alpha=0",
                                              "augment.freq_masks=0", "augment.time_masks=0", "augment.gain_db=0"])
     model = build_model(cfg, n_classes=3)
     model.frontend.std.fill_(2.0)

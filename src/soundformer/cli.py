@@ -250,7 +250,8 @@ def cmd_summary(args) -> int:
     print(f"preset                  {cfg.name}")
     print(f"model                   {cfg.model.name} ({type(model).__name__})")
     print(f"input                   {cfg.audio.window_seconds:g} s windows at {cfg.audio.sample_rate} Hz "
-          f"({window} samples, {cfg.features.kind})")
+          f"({window} samples, {cfg.features.kind}"
+          f"{', ' + cfg.features.compression if cfg.features.kind == 'logmel' else ''})")
     print(f"trainable parameters    {trainable:,}")
     print(f"non-trainable params    {frozen:,}")
     print(f"MACs per 5-s clip       {macs:,} ({macs / 1e9:.3f} G, {windows_per_clip} window(s))")
