@@ -56,13 +56,17 @@ def fold_accuracies(folder: Path) -> np.ndarray:
     return np.array([json.loads((folder / n / "summary.json").read_text())["test_acc"] for n in cv["jobs_planned"]])
 
 
+def changed_settings(ref: dict, mine: dict) -> str:
+    """`key=value` for every setting where ``mine`` differs from ``ref``."""
+    return ", ".join(f"`{k}={mine.get(k)}`" for k in sorted(set(ref) | set(mine)) if ref.get(k) != mine.get(k))
+
+
 def ablation(base: Path, folders: list[Path]) -> None:
     ref, ref_acc = settings(base), fold_accuracies(base).mean()
     print(f"| run | settings changed from {base.name} | test acc per fold (%) | mean ± std | difference |")
     print("|---|---|---|---|---|")
     for folder in [base, *folders]:
-        acc, mine = fold_accuracies(folder), settings(folder)
-        changed = ", ".join(f"`{k}={mine.get(k)}`" for k in sorted(set(ref) | set(mine)) if ref.get(k) != mine.get(k))
+        acc, changed = fold_accuracies(folder), changed_settings(ref, settings(folder))
         per = " / ".join(f"{100 * a:.1f}" for a in acc)
         diff = "–" if folder == base else f"{round(100 * (acc.mean() - ref_acc), 1) + 0.0:+.1f} pts"  # no "-0.0"
         print(f"| {folder.name} | {changed or '(the recipe)'} | {per} | {100 * acc.mean():.1f} ± {100 * acc.std():.1f} % | {diff} |")
@@ -72,17 +76,16 @@ def by_seed(folders: list[Path]) -> None:
     groups: dict[str, list[Path]] = {}
     for folder in folders:
         groups.setdefault(re.sub(r"_s\d+$", "", folder.name), []).append(folder)
-    ref = settings(folders[0])
-    ref.pop("train.seed")
+    config = {folder: settings(folder) for folder in folders}
+    seed_of = {folder: config[folder].pop("train.seed") for folder in folders}
+    ref = config[folders[0]]
     base_mean, base = None, next(iter(groups))
     print(f"| variant | settings changed from {base} | seeds "
           "| 5-fold mean per seed (%) | mean over seeds | difference |")
     print("|---|---|---|---|---|---|")
     for name, runs in groups.items():
-        mine = settings(runs[0])
-        seeds = [settings(r)["train.seed"] for r in runs]
-        mine.pop("train.seed")
-        changed = ", ".join(f"`{k}={mine.get(k)}`" for k in sorted(set(ref) | set(mine)) if ref.get(k) != mine.get(k))
+        seeds = [seed_of[r] for r in runs]
+        changed = changed_settings(ref, config[runs[0]])
         means = np.array([100 * fold_accuracies(r).mean() for r in runs])
         base_mean = means.mean() if base_mean is None else base_mean
         diff = "–" if name == base else f"{round(means.mean() - base_mean, 1) + 0.0:+.1f} pts"

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import CHOICES
+
 
 class PCEN(nn.Module):
     """Per-channel energy normalisation (Wang et al. 2017) of (B, M, T) mel energies.
@@ -62,8 +64,6 @@ class LogMel(nn.Module):
     with ``"log+pcen"``, both stacked: (B, 2, n_mels, T).
     """
 
-    COMPRESSIONS = ("log", "pcen", "log+pcen")
-
     PCEN_SCALE = 2.0**31
 
     def __init__(
@@ -72,8 +72,8 @@ class LogMel(nn.Module):
     ):
         super().__init__()
         self.n_fft, self.hop_length, self.eps = n_fft, hop_length, eps
-        if compression not in self.COMPRESSIONS:
-            raise ValueError(f"compression must be one of {self.COMPRESSIONS}, got {compression!r}")
+        if compression not in CHOICES["features.compression"]:
+            raise ValueError(f"compression must be one of {CHOICES['features.compression']}, got {compression!r}")
         self.use_log = "log" in compression
         self.pcen = PCEN(sample_rate=sample_rate, hop_length=hop_length) if "pcen" in compression else None
         self.channels = int(self.use_log) + int(self.pcen is not None)  # 1: (B, M, T); 2: (B, 2, M, T)

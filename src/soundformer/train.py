@@ -59,7 +59,6 @@ class Clips:
         return np.array([it.label for it in self.items], dtype=np.int64)
 
 
-
 def warmup_ema_update(decay: float):
     """Weight-EMA update whose decay ramps up: min(decay, (1 + n) / (10 + n)) after n updates.
 
