@@ -16,6 +16,7 @@ import torch
 from common import build, clip_batch, median, p95, timeit
 
 from soundformer.config import preset_names
+from soundformer.export import set_matmul_dft
 
 
 def main() -> None:
@@ -46,8 +47,7 @@ def main() -> None:
               flush=True)
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "m.onnx"
-            if model.uses_logmel:
-                model.frontend.logmel.use_matmul_dft = True
+            set_matmul_dft(model, True)
             axes = {"waveform": {0: "batch", 1: "samples"} if model.uses_logmel else {0: "batch"}}
             torch.onnx.export(model, (one,), str(path), input_names=["waveform"], output_names=["logits"],
                               dynamic_axes=axes, opset_version=17, dynamo=False)

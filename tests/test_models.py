@@ -129,6 +129,43 @@ def test_pcen_config_is_checked_and_builds_a_pcen_frontend():
         load_config("logmel-transformer", ["features.compression=pcen", "augment.eq_db=6"])
 
 
+def test_ensemble_config_is_checked_and_builds_one_model_per_frontend():
+    cfg = load_config("logmel-transformer", ["model.ensemble=[log,pcen]", "model.depth=1"])
+    model = build_model(cfg, 10)
+    first, second = model.members()
+    assert first.frontend.logmel.pcen is None and second.frontend.logmel.pcen is not None
+    single = build_model(load_config("logmel-transformer", ["model.depth=1"]), 10)
+    assert count_parameters(model)[0] == 2 * count_parameters(single)[0]
+    model.eval()
+    wav = torch.randn(3, 16000) * 0.1
+    with torch.no_grad():
+        mean = (first(wav).softmax(-1) + second(wav).softmax(-1)) / 2
+        torch.testing.assert_close(model(wav).softmax(-1), mean)  # logits = log of the mean probability
+    for bad, message in ((["model.ensemble=[log]"], "two or more"), (["model.ensemble=[log,cubic]"], "two or more"),
+                         (["model.ensemble=[log,pcen]", "augment.eq_db=6"], "eq_db"),):
+        with pytest.raises(SoundformerError, match=message):
+            load_config("logmel-transformer", bad)
+    with pytest.raises(SoundformerError, match="only log-mel models"):
+        load_config("seed-cnn", ["model.ensemble=[log,pcen]"])
+
+
+def test_train_step_gives_each_ensemble_member_its_own_loss():
+    from soundformer.train import TrainStep, soft_cross_entropy
+
+    cfg = load_config("logmel-transformer", ["model.ensemble=[log,pcen]", "model.depth=1", "augment.mixup_alpha=0",
+                                             "augment.freq_masks=0", "augment.time_masks=0", "augment.gain_db=0",
+                                             "model.dropout=0", "model.drop_path=0"])
+    model = build_model(cfg, 3).eval()  # eval: no dropout / BN batch statistics, so the numbers repeat
+    wav, target = torch.randn(4, 16000) * 0.1, torch.eye(3)[[0, 1, 2, 0]]
+    loss, logits, soft = TrainStep(model, cfg)(wav, target)
+    alone = [soft_cross_entropy(m(wav), target) for m in model.members()]
+    torch.testing.assert_close(loss, alone[0] + alone[1])
+    torch.testing.assert_close(logits, model.members()[0](wav))  # the first member's, for the accuracy
+    loss.backward()
+    for member in model.members():  # every member learns
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in member.head.parameters())
+
+
 # ---------------------------------------------------------------- every preset
 
 

@@ -29,7 +29,8 @@ def trained(tmp_path_factory):
     out = {}
     variants = {"logmel-transformer": ("logmel-transformer", TINY),
                 "seed-cnn": ("seed-cnn", ["audio.window_seconds=0.25", "train.epochs=1", "train.threads=1"]),
-                "pcen": ("logmel-transformer", [*TINY, "features.compression=log+pcen"])}
+                "pcen": ("logmel-transformer", [*TINY, "features.compression=log+pcen"]),
+                "ensemble": ("logmel-transformer", [*TINY, "model.ensemble=[log,pcen]"])}
     for name, (preset, extra) in variants.items():
         cfg = load_config(preset, extra)
         run_job(cfg, m, make_split(m, plan_jobs(m, "report")[0], cfg), root / name, progress=False)
@@ -91,7 +92,7 @@ def test_embed_cli(trained, tmp_path):
     assert z["embeddings"].shape == (3, 32) and len(z["paths"]) == 3
 
 
-@pytest.mark.parametrize("preset", ["logmel-transformer", "seed-cnn", "pcen"])
+@pytest.mark.parametrize("preset", ["logmel-transformer", "seed-cnn", "pcen", "ensemble"])
 def test_onnx_export_matches_pytorch(trained, tmp_path, preset):
     ort = pytest.importorskip("onnxruntime")
     path = tmp_path / "m.onnx"
@@ -120,3 +121,18 @@ def test_torchscript_export(trained, tmp_path):
         x = torch.randn(batch, n) * 0.1
         with torch.no_grad():
             torch.testing.assert_close(scripted(x), clf.model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_an_ensemble_checkpoint_predicts_the_mean_of_its_members(trained):
+    clf = load_model(trained["ensemble"])
+    members = clf.model.members()
+    assert [m.frontend.logmel.pcen is not None for m in members] == [False, True]
+    # each member's front-end was standardised with its own training statistics
+    assert not torch.allclose(members[0].frontend.mean, members[1].frontend.mean)
+    wav = tone(1, 1.3, 16000)
+    pred = clf.predict(wav, 16000)
+    x = torch.from_numpy(wav[None, :8000])
+    with torch.no_grad():
+        each = [m(x).softmax(-1)[0].numpy() for m in members]
+    np.testing.assert_allclose(pred.window_probs[0], np.mean(each, axis=0), atol=1e-5)
+    assert clf.embed(wav, 16000).shape == (64,)  # both members' 32-d embeddings side by side

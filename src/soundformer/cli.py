@@ -247,11 +247,13 @@ def cmd_summary(args) -> int:
     window = window_samples(cfg)
     windows_per_clip = max(1, round(5.0 / cfg.audio.window_seconds))
     macs = count_macs(model, window) * windows_per_clip
+    front_end = (f"ensemble of {len(cfg.model.ensemble)} models: {' + '.join(cfg.model.ensemble)}"
+                 if cfg.model.ensemble else cfg.features.compression)
     print(f"preset                  {cfg.name}")
     print(f"model                   {cfg.model.name} ({type(model).__name__})")
     print(f"input                   {cfg.audio.window_seconds:g} s windows at {cfg.audio.sample_rate} Hz "
           f"({window} samples, {cfg.features.kind}"
-          f"{', ' + cfg.features.compression if cfg.features.kind == 'logmel' else ''})")
+          f"{', ' + front_end if cfg.features.kind == 'logmel' else ''})")
     print(f"trainable parameters    {trainable:,}")
     print(f"non-trainable params    {frozen:,}")
     print(f"MACs per 5-s clip       {macs:,} ({macs / 1e9:.3f} G, {windows_per_clip} window(s))")

@@ -70,6 +70,8 @@ class ModelConfig:
     pool_time: int = 2  # log-mel stem: time pooling per conv block
     stem_double: bool = False  # log-mel stems: two convolutions per block instead of one
     max_tokens: int = 1024  # learned positions: table size
+    # one model per listed front-end compression, trained side by side, probabilities averaged
+    ensemble: list[str] = field(default_factory=list)  # log-mel models: e.g. [log, pcen] = one complete model per compression (replaces features.compression), trained side by side, probabilities averaged; [] = one model
 
 
 @dataclass
@@ -346,9 +348,19 @@ def validate(cfg: Config) -> None:
     if not 0 <= g.time_shift <= 1:
         raise SoundformerError(f"augment.time_shift must be a fraction of the window in [0, 1], got {g.time_shift}")
     positive("augment.eq_db", g.eq_db, allow_zero=True)
-    if g.eq_db and f.compression != "log":
+    if m.ensemble:
+        if not needs_logmel:
+            raise SoundformerError(f"model.ensemble lists front-end compressions, which only log-mel models have; "
+                                   f"set model.ensemble=[] for model.name={m.name}")
+        bad = [c for c in m.ensemble if c not in CHOICES["features.compression"]]
+        if bad or len(m.ensemble) < 2:
+            raise SoundformerError(f"model.ensemble={m.ensemble} must list two or more of "
+                                   f"{', '.join(CHOICES['features.compression'])} (e.g. [log, pcen]), or be []")
+    compressions = m.ensemble or [f.compression]
+    if g.eq_db and any(c != "log" for c in compressions):
         raise SoundformerError(f"augment.eq_db adds gains in the log-mel domain; it does not apply to "
-                               f"features.compression={f.compression}: set augment.eq_db=0 or features.compression=log")
+                               f"compression {', '.join(c for c in compressions if c != 'log')}: set augment.eq_db=0 "
+                               f"or use log compression only")
     if g.eq_points < 2:
         raise SoundformerError(f"augment.eq_points must be >= 2 (a curve needs two ends), got {g.eq_points}")
     positive("augment.mixup_alpha", g.mixup_alpha, allow_zero=True)

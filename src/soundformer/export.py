@@ -1,7 +1,8 @@
 """Export a trained model to ONNX or TorchScript.
 
 The exported graph takes a float32 waveform batch ``(batch, samples)`` at the model's sample
-rate and returns logits ``(batch, n_classes)``; log-mel models accept any number of samples
+rate and returns logits ``(batch, n_classes)`` (for an ensemble, the log of the members'
+mean probability, so softmax gives that mean); log-mel models accept any number of samples
 (dynamic batch and time axes), the seed models exactly one window. Long clips are classified
 by averaging softmax over windows, as ``soundformer predict`` does.
 """
@@ -18,11 +19,17 @@ from .errors import SoundformerError
 from .predict import Classifier
 
 
+def set_matmul_dft(model, on: bool) -> None:
+    """Switch every log-mel front-end (each member's, in an ensemble) to the DFT-as-matmul path."""
+    for member in model.members():
+        if member.uses_logmel:
+            member.frontend.logmel.use_matmul_dft = on
+
+
 def export(clf: Classifier, fmt: str, out: Path, opset: int = 17) -> dict:
     model = clf.model.cpu().eval()
     dynamic_time = model.uses_logmel
-    if model.uses_logmel:
-        model.frontend.logmel.use_matmul_dft = True  # ONNX-friendly STFT (same numbers)
+    set_matmul_dft(model, True)  # ONNX-friendly STFT (same numbers)
     example = torch.zeros(2, clf.window)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -53,7 +60,6 @@ def export(clf: Classifier, fmt: str, out: Path, opset: int = 17) -> dict:
     except ImportError as exc:
         raise SoundformerError(f"ONNX export needs the onnx package: pip install 'soundformer[onnx]' ({exc})") from None
     finally:
-        if model.uses_logmel:
-            model.frontend.logmel.use_matmul_dft = False
+        set_matmul_dft(model, False)
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2))
     return meta

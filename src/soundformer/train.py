@@ -139,10 +139,14 @@ def check_disk_space(run_dir: Path, model: torch.nn.Module) -> None:
 
 @torch.no_grad()
 def fit_normalisation(model: AudioClassifier, clips: Clips, window: int, short_policy: str) -> None:
-    """Per-mel-bin mean/std of the *training* clips' log-mel, stored in the model."""
-    if not model.uses_logmel:
-        return
-    fe = model.frontend
+    """Per-mel-bin mean/std of the *training* clips' log-mel, stored in the model (in each member
+    of an ensemble, for its own front-end)."""
+    for member in model.members():
+        if member.uses_logmel:
+            _fit_frontend(member.frontend, clips, window, short_policy)
+
+
+def _fit_frontend(fe, clips: Clips, window: int, short_policy: str) -> None:
     total = total_sq = None
     count = 0
     for clip in clips.audio:
@@ -191,32 +195,41 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
 
 
 class TrainStep(torch.nn.Module):
-    """One forward pass of training: waveform -> augmented features -> logits and soft targets.
+    """One forward pass of training: waveform -> augmented features -> loss, logits, soft targets.
 
-    A module of its own so that DistributedDataParallel wraps the whole augmented forward.
+    A module of its own so that DistributedDataParallel wraps the whole augmented forward. For
+    an ensemble, each member draws its own augmentations and has its own loss; the loss returned
+    is their sum (so each member gets the gradient it would get alone) and the logits/targets
+    shown in the training accuracy are the first member's.
     """
 
     def __init__(self, model: AudioClassifier, cfg: Config):
         super().__init__()
         self.model, self.aug = model, cfg.augment
 
-    def forward(self, wav: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, wav: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a = self.aug
         if a.gain_db:
             wav = random_gain(wav, max_db=a.gain_db)
         if a.time_shift:
             wav = time_shift(wav, max_fraction=a.time_shift)
-        feats = self.model.frontend(wav)
-        if self.model.uses_logmel and a.eq_db:
+        outputs = [self.member_forward(member, wav, target) for member in self.model.members()]
+        loss = sum(soft_cross_entropy(logits, soft) for logits, soft in outputs)
+        return loss, *outputs[0]  # (), (B, C), (B, C)
+
+    def member_forward(self, model: AudioClassifier, wav: torch.Tensor, target: torch.Tensor):
+        a = self.aug
+        feats = model.frontend(wav)
+        if model.uses_logmel and a.eq_db:
             # dB -> natural-log units -> the frontend's per-bin standardised units
             gain = random_eq(feats.shape[0], feats.shape[1], max_db=a.eq_db, points=a.eq_points).to(feats.device)
-            feats = feats + gain[:, :, None] * (math.log(10) / 10) / self.model.frontend.std  # (B, M, T)
-        if self.model.uses_logmel and (a.freq_masks or a.time_masks):
+            feats = feats + gain[:, :, None] * (math.log(10) / 10) / model.frontend.std  # (B, M, T)
+        if model.uses_logmel and (a.freq_masks or a.time_masks):
             feats = spec_augment(feats, freq_masks=a.freq_masks, freq_width=a.freq_mask_width,
                                  time_masks=a.time_masks, time_width=a.time_mask_width)
         if a.mixup_alpha:
             feats, target = mixup(feats, target, alpha=a.mixup_alpha)
-        return self.model.head(self.model.embed_features(feats)[0]), target  # (B, C), (B, C)
+        return model.head(model.embed_features(feats)[0]), target  # (B, C), (B, C)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -311,6 +324,7 @@ def run_job(
     total_steps = steps_per_epoch * t.epochs
     eval_hop = max(1, int(window * t.eval_hop))
     n_classes = len(manifest.classes)
+    n_members = len(model.members())
     trainable, frozen = count_parameters(model)
 
     tracker = Tracker(run_dir, t.tracker if ddp.main else "local", cfg.to_dict(), name=f"{cfg.name}/{run_dir.name}",
@@ -361,8 +375,7 @@ def run_job(
                 if t.label_smoothing:
                     target = target * (1 - t.label_smoothing) + t.label_smoothing / n_classes
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    logits, target = step_module(wav, target)
-                    loss = soft_cross_entropy(logits, target)
+                    loss, logits, target = step_module(wav, target)
                 if not torch.isfinite(loss):
                     raise SoundformerError(
                         f"training diverged at epoch {epoch} (loss is {loss.item()}); lower train.lr "
@@ -372,13 +385,14 @@ def run_job(
                 scaler.scale(loss).backward()
                 if t.grad_clip:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+                    for member in model.members():  # per member: as if each trained alone
+                        torch.nn.utils.clip_grad_norm_(member.parameters(), t.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
                 if ema is not None:
                     ema.update_parameters(model)
                 n = len(y)
-                loss_sum += loss.item() * n
+                loss_sum += loss.item() / n_members * n  # the mean over an ensemble's members
                 correct += (logits.argmax(-1) == target.argmax(-1)).sum().item()
                 seen += n
                 tw = time.perf_counter()

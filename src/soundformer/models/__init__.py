@@ -2,10 +2,13 @@
 
 Each model is ``frontend`` (waveform -> features) -> ``embed_features`` (features -> clip
 embedding) -> ``head`` (embedding -> logits), so training can augment the features in between
-and ``embed`` can return the embedding.
+and ``embed`` can return the embedding. ``EnsembleClassifier`` holds several such models (one
+per front-end) and averages their probabilities; ``members()`` lists the single models of either.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import nn
@@ -16,7 +19,7 @@ from ..features import LogMel
 from .cnn import LogMelConvStem, SeedConvStem
 from .transformer import CLSEncoder
 
-__all__ = ["AudioClassifier", "build_model", "count_parameters"]
+__all__ = ["AudioClassifier", "EnsembleClassifier", "build_model", "count_parameters"]
 
 
 class WaveformFrontEnd(nn.Module):
@@ -54,6 +57,10 @@ class AudioClassifier(nn.Module):
 
     def embed(self, wav: torch.Tensor) -> torch.Tensor:
         return self.embed_features(self.frontend(wav))[0]  # (B, D)
+
+    def members(self) -> list[AudioClassifier]:
+        """The single models inside: this one, or an ensemble's members."""
+        return [self]
 
 
 class SeedCNN1d(AudioClassifier):
@@ -144,11 +151,43 @@ class LogMelTransformer(AudioClassifier):
         return self.encoder(self.to_tokens(x), need_weights)  # (B, D)
 
 
+class EnsembleClassifier(AudioClassifier):
+    """Several complete classifiers on the same waveform, one per front-end; probabilities averaged.
+
+    Training gives each member its own loss, features and augmentation draws on the same batches
+    (``train.TrainStep``), so the members learn as if trained apart. A log-mel and a PCEN member
+    make different mistakes, which is what the average gains from (docs/RESULTS.md).
+    """
+
+    def __init__(self, *, members: list[AudioClassifier]):
+        super().__init__()
+        self.models = nn.ModuleList(members)
+        self.uses_logmel = all(m.uses_logmel for m in members)
+
+    def members(self) -> list[AudioClassifier]:
+        return list(self.models)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        probs = torch.stack([m(wav).float().softmax(-1) for m in self.models]).mean(0)  # (B, n_classes)
+        # log of the mean probability: softmax of it gives the average back, so callers (predict,
+        # evaluation, exported graphs) treat it as logits
+        return probs.clamp_min(1e-12).log()
+
+    def embed(self, wav: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m.embed(wav) for m in self.models], dim=-1)  # (B, sum of member dims)
+
+
 def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
     """ModelConfig (+ audio/feature settings) -> an initialised model."""
     if n_classes < 2:
         raise SoundformerError(f"a classifier needs at least 2 classes, got {n_classes}")
     m, a, f = cfg.model, cfg.audio, cfg.features
+    if m.ensemble:  # one member per front-end compression, each otherwise the configured model
+        single = dataclasses.replace(cfg, model=dataclasses.replace(m, ensemble=[]))
+        return EnsembleClassifier(members=[
+            build_model(dataclasses.replace(single, features=dataclasses.replace(f, compression=c)), n_classes)
+            for c in m.ensemble
+        ])
     window = int(round(a.window_seconds * a.sample_rate))
     enc = dict(dim=m.dim, depth=m.depth, heads=m.heads, mlp_dim=m.mlp_dim, dropout=m.dropout,
                attn_dropout=m.attn_dropout, drop_path=m.drop_path, norm_first=m.norm_first,

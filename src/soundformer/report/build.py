@@ -171,8 +171,9 @@ def model_section(runs: ModelRuns, fig_dir: Path, slug: str) -> dict:
         model.load_state_dict(weights)
         model.eval()
         out["mistakes"] = mistakes(cfg, probs, labels, paths, classes, fig_dir, slug)
-        if hasattr(model, "encoder"):
-            out["attention"] = attention_maps(cfg, model, with_test[job], classes, fig_dir, slug)
+        transformers = [m for m in model.members() if hasattr(m, "encoder")]
+        if transformers:  # an ensemble shows its first member's attention
+            out["attention"] = attention_maps(cfg, transformers[0], with_test[job], classes, fig_dir, slug)
     return out
 
 
@@ -221,7 +222,8 @@ def attention_maps(cfg, model, preds, classes, fig_dir: Path, slug: str) -> list
         _, maps = model.embed_features(model.frontend(x), need_weights=True)
         cls = maps[-1][0, :, 0, 1:].numpy()  # (H, T): what the CLS token reads in the last block
         name = classes[preds["test_labels"][i]]
-        title = f"{cfg.name}: CLS attention, last block, '{name}'"
+        member = f" ({cfg.model.ensemble[0]} member)" if cfg.model.ensemble else ""
+        title = f"{cfg.name}{member}: CLS attention, last block, '{name}'"
         path = fig_dir / f"{slug}_attention{rank + 1}.png"
         if getattr(model, "token_layout", "time") == "channels":
             figures.attention_over_tokens(cls, title + " (tokens are CNN channels, no time axis)", path)
