@@ -111,11 +111,11 @@ def test_pcen_matches_librosa_on_a_sound_that_changes_level():
 
 
 def test_pcen_config_is_checked_and_builds_a_pcen_frontend():
-    cfg = load_config("logmel-transformer", ["features.compression=pcen"])
+    cfg = load_config("logmel-transformer", ["model.ensemble=[]", "features.compression=pcen"])
     model = build_model(cfg, 10)
     assert model.frontend.logmel.pcen is not None
     assert model(torch.randn(2, 16000 * 5)).shape == (2, 10)
-    both = build_model(load_config("logmel-transformer", ["features.compression=log+pcen"]), 10)
+    both = build_model(load_config("logmel-transformer", ["model.ensemble=[]", "features.compression=log+pcen"]), 10)
     wav = torch.randn(2, 16000) * 0.1
     feats = both.frontend(wav)  # log-mel and PCEN as two input channels (statistics not fitted: 0 / 1)
     assert feats.shape == (2, 2, 64, 51) and both.frontend.mean.shape == (2, 64, 1)
@@ -124,9 +124,9 @@ def test_pcen_config_is_checked_and_builds_a_pcen_frontend():
     torch.testing.assert_close(feats[:, 1], LogMel(**kw, compression="pcen")(wav))
     assert both(torch.randn(2, 16000 * 5)).shape == (2, 10)
     with pytest.raises(SoundformerError, match="features.compression"):
-        load_config("logmel-transformer", ["features.compression=cubic"])
+        load_config("logmel-transformer", ["model.ensemble=[]", "features.compression=cubic"])
     with pytest.raises(SoundformerError, match="augment.eq_db"):
-        load_config("logmel-transformer", ["features.compression=pcen", "augment.eq_db=6"])
+        load_config("logmel-transformer", ["model.ensemble=[]", "features.compression=pcen", "augment.eq_db=6"])
 
 
 def test_ensemble_config_is_checked_and_builds_one_model_per_frontend():
@@ -134,7 +134,7 @@ def test_ensemble_config_is_checked_and_builds_one_model_per_frontend():
     model = build_model(cfg, 10)
     first, second = model.members()
     assert first.frontend.logmel.pcen is None and second.frontend.logmel.pcen is not None
-    single = build_model(load_config("logmel-transformer", ["model.depth=1"]), 10)
+    single = build_model(load_config("logmel-transformer", ["model.depth=1", "model.ensemble=[]"]), 10)
     assert count_parameters(model)[0] == 2 * count_parameters(single)[0]
     model.eval()
     wav = torch.randn(3, 16000) * 0.1
@@ -142,7 +142,8 @@ def test_ensemble_config_is_checked_and_builds_one_model_per_frontend():
         mean = (first(wav).softmax(-1) + second(wav).softmax(-1)) / 2
         torch.testing.assert_close(model(wav).softmax(-1), mean)  # logits = log of the mean probability
     for bad, message in ((["model.ensemble=[log]"], "two or more"), (["model.ensemble=[log,cubic]"], "two or more"),
-                         (["model.ensemble=[log,pcen]", "augment.eq_db=6"], "eq_db"),):
+                         (["model.ensemble=[log,pcen]", "augment.eq_db=6"], "eq_db"),
+                         (["features.compression=pcen"], "has no effect while model.ensemble")):
         with pytest.raises(SoundformerError, match=message):
             load_config("logmel-transformer", bad)
     with pytest.raises(SoundformerError, match="only log-mel models"):
@@ -284,7 +285,7 @@ def test_train_step_applies_the_equaliser_in_decibels(monkeypatch):
     """A +6 dB equaliser must move the standardised features by exactly 6 dB / std."""
     import soundformer.train as train_mod
 
-    cfg = load_config("logmel-transformer", ["model.depth=1", "augment.eq_db=6", "features.compression=log", "augment.mixup_alpha=0",
+    cfg = load_config("logmel-transformer", ["model.depth=1", "augment.eq_db=6", "model.ensemble=[]", "augment.mixup_alpha=0",
                                              "augment.freq_masks=0", "augment.time_masks=0", "augment.gain_db=0"])
     model = build_model(cfg, n_classes=3)
     model.frontend.std.fill_(2.0)

@@ -342,7 +342,7 @@ def test_normalisation_statistics_are_per_channel_for_log_plus_pcen():
     from soundformer.models import build_model
     from soundformer.train import Clips, fit_normalisation
 
-    cfg = load_config("logmel-transformer", ["features.compression=log+pcen", "audio.window_seconds=1"])
+    cfg = load_config("logmel-transformer", ["model.ensemble=[]", "features.compression=log+pcen", "audio.window_seconds=1"])
     model = build_model(cfg, 3)
     rng = np.random.default_rng(0)
     audio = [(rng.standard_normal(16000) * 0.1).astype(np.float32) for _ in range(3)]

@@ -349,13 +349,20 @@ def validate(cfg: Config) -> None:
         raise SoundformerError(f"augment.time_shift must be a fraction of the window in [0, 1], got {g.time_shift}")
     positive("augment.eq_db", g.eq_db, allow_zero=True)
     if m.ensemble:
+        listed = f"[{', '.join(m.ensemble)}]"
         if not needs_logmel:
             raise SoundformerError(f"model.ensemble lists front-end compressions, which only log-mel models have; "
                                    f"set model.ensemble=[] for model.name={m.name}")
         bad = [c for c in m.ensemble if c not in CHOICES["features.compression"]]
         if bad or len(m.ensemble) < 2:
-            raise SoundformerError(f"model.ensemble={m.ensemble} must list two or more of "
+            raise SoundformerError(f"model.ensemble={listed} must list two or more of "
                                    f"{', '.join(CHOICES['features.compression'])} (e.g. [log, pcen]), or be []")
+        if f.compression != "log":  # the default; anything else would be silently replaced
+            raise SoundformerError(
+                f"features.compression={f.compression} has no effect while model.ensemble={listed} names "
+                f"each member's front-end: set model.ensemble=[] for one {f.compression} model, or list "
+                f"{f.compression} in model.ensemble"
+            )
     compressions = m.ensemble or [f.compression]
     if g.eq_db and any(c != "log" for c in compressions):
         raise SoundformerError(f"augment.eq_db adds gains in the log-mel domain; it does not apply to "
