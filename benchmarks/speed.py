@@ -48,7 +48,8 @@ class TorchBlock(nn.Module):
 
 def make_twin(model):
     twin = copy.deepcopy(model)
-    twin.encoder.blocks = nn.ModuleList(TorchBlock(b) for b in twin.encoder.blocks)
+    for member in twin.members():  # each member of an ensemble
+        member.encoder.blocks = nn.ModuleList(TorchBlock(b) for b in member.encoder.blocks)
     return twin
 
 
@@ -174,7 +175,7 @@ def main() -> None:
         x = clip_batch(cfg, args.batch).to(device)
         heavy = cfg.model.name == "seed_transformer"
         steps = {"ours": training_step(model, x)}
-        if hasattr(model, "encoder"):
+        if all(hasattr(m, "encoder") for m in model.members()):
             steps["twin"] = training_step(make_twin(model).to(device), x)
             fused = copy.deepcopy(model)
             set_fused(fused, True)
