@@ -24,6 +24,10 @@ def test_overrides_are_typed():
     assert cfg.train.lr == pytest.approx(3e-4)
     assert cfg.model.channels == [16, 32]
     assert cfg.augment.random_crop is False
+    # lists without their brackets are read as comma-separated; [] empties one
+    cfg = load_config("logmel-transformer", ["model.channels=16,32", "model.ensemble=log,pcen"])
+    assert cfg.model.channels == [16, 32] and cfg.model.ensemble == ["log", "pcen"]
+    assert load_config("logmel-transformer", ["model.ensemble=[]"]).model.ensemble == []
 
 
 @pytest.mark.parametrize("override, message", [
@@ -37,6 +41,8 @@ def test_overrides_are_typed():
     ("augment.eq_points=1", "augment.eq_points must be >= 2"),
     ("train.epochs=abc", "'train.epochs' must be int"),
     ("model.name=resnet", "model.name='resnet' is not valid"),
+    ("model.channels=true", "'model.channels' must be a list in brackets"),
+    ("model.ensemble=[log,cubic]", "model.ensemble=[log, cubic] must list two or more"),
     ("lr", "--set expects key=value"),
 ])
 def test_bad_overrides_name_the_setting(override, message):

@@ -239,8 +239,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         (item_type,) = typing.get_args(hint)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = [value]
+        if isinstance(value, str) and value.strip():  # log,pcen or log: the brackets forgotten
+            value = [v.strip() for v in value.split(",")]
         if not isinstance(value, (list, tuple)):
-            raise SoundformerError(f"'{key}' must be a list like [32,64,128], got {value!r}")
+            raise SoundformerError(f"'{key}' must be a list in brackets, e.g. {key}=[a,b], got {value!r}")
         return [_coerce(v, item_type, key) for v in value]
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(hint) if a is not type(None)]
