@@ -70,7 +70,6 @@ class ModelConfig:
     pool_time: int = 2  # log-mel stem: time pooling per conv block
     stem_double: bool = False  # log-mel stems: two convolutions per block instead of one
     max_tokens: int = 1024  # learned positions: table size
-    # one model per listed front-end compression, trained side by side, probabilities averaged
     ensemble: list[str] = field(default_factory=list)  # log-mel models: e.g. [log, pcen] = one complete model per compression (replaces features.compression), trained side by side, probabilities averaged; [] = one model
 
 
