@@ -33,6 +33,7 @@ def test_overrides_are_typed():
 @pytest.mark.parametrize("override, message", [
     ("train.lr=-1", "train.lr must be > 0"),
     ("augment.time_shift=1.5", "augment.time_shift must be a fraction of the window in [0, 1]"),
+    ("augment.speed=1", "augment.speed is the largest relative speed change"),
     ("model.heads=3", "not divisible by model.heads=3"),
     ("train.nope=1", "unknown --set key 'train.nope'"),
     ("nosection.x=1", "unknown --set section 'nosection'"),

@@ -167,6 +167,25 @@ def test_train_step_gives_each_ensemble_member_its_own_loss():
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in member.head.parameters())
 
 
+def test_waveform_mixup_gives_every_member_the_same_mixture():
+    from soundformer.features import mix_waveforms
+    from soundformer.train import TrainStep, soft_cross_entropy
+
+    cfg = load_config("logmel-transformer", ["model.ensemble=[log,pcen]", "model.depth=1", "augment.mixup_alpha=0.4",
+                                             "augment.mixup_domain=waveform", "augment.freq_masks=0",
+                                             "augment.time_masks=0", "augment.gain_db=0", "model.dropout=0",
+                                             "model.drop_path=0"])
+    model = build_model(cfg, 3).eval()
+    wav, target = torch.randn(4, 16000) * 0.1, torch.eye(3)[[0, 1, 2, 0]]
+    torch.manual_seed(0)
+    loss, _, soft = TrainStep(model, cfg)(wav, target)
+    torch.manual_seed(0)
+    mixed, expected_soft = mix_waveforms(wav, target, alpha=0.4)  # the same draw
+    torch.testing.assert_close(soft, expected_soft)
+    assert not torch.equal(soft, target)
+    torch.testing.assert_close(loss, sum(soft_cross_entropy(m(mixed), expected_soft) for m in model.members()))
+
+
 # ---------------------------------------------------------------- every preset
 
 
@@ -265,6 +284,48 @@ def test_time_shift_rolls_each_clip_within_its_limit():
     assert max(abs(s) for s in signed) <= 100
     assert len(set(signed)) > 10  # each clip draws its own shift
     assert torch.equal(time_shift(wav, max_fraction=0.0), wav)
+
+
+def test_speed_perturb_reads_each_clip_at_its_own_bounded_speed():
+    from soundformer.features import speed_perturb
+
+    torch.manual_seed(0)
+    wav = torch.arange(1000, dtype=torch.float32).repeat(64, 1)  # (64, 1000) ramps: value = position
+    out = speed_perturb(wav, max_change=0.1)
+    speeds = out[:, 1] - out[:, 0]  # output sample t reads position speed x t
+    assert speeds.min() >= 0.9 - 1e-4 and speeds.max() <= 1.1 + 1e-4
+    assert speeds.std() > 0.03  # each clip draws its own speed
+    t = torch.arange(800, dtype=torch.float32)
+    assert torch.allclose(out[:, :800], speeds[:, None] * t, atol=1e-2)  # linear, before any wrap
+    assert out.shape == wav.shape and out.max() <= 999  # a fast clip wraps round: the window stays full
+    assert torch.equal(speed_perturb(wav, max_change=0.0), wav)
+
+
+def test_mix_waveforms_gives_each_sound_its_label_share_of_the_mixture():
+    from soundformer.features import mix_waveforms
+
+    t = torch.arange(16000) / 16000
+    quiet = 0.01 * torch.sin(2 * math.pi * 440 * t)
+    loud = 0.1 * torch.sin(2 * math.pi * 1000 * t)  # 20 dB louder, orthogonal to quiet
+    wav = torch.stack([quiet, loud])  # (2, N)
+    y = torch.eye(2)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        mixed, soft = mix_waveforms(wav, y, alpha=0.4)
+        assert torch.allclose(soft.sum(1), torch.ones(2)) and (soft.diagonal() >= 0.5).all()
+        if soft[0, 0] == 1:  # drew itself as partner: the same sound, at most 3 dB louder
+            gain = mixed[0].norm() / quiet.norm()
+            assert torch.allclose(mixed[0], gain * quiet, atol=1e-6) and 1 <= gain <= 2 ** 0.5 + 1e-4
+            continue
+        # mixed[0] = a * quiet + b * loud: the quiet sound is boosted to r of the heard (RMS) mixture
+        a, b = torch.linalg.lstsq(wav.T, mixed[0][:, None]).solution[:, 0]
+        r = soft[0, 0]
+        assert torch.isclose(a * quiet.pow(2).mean().sqrt() / (b * loud.pow(2).mean().sqrt()), r / (1 - r), rtol=1e-3)
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 1000), torch.eye(4)[torch.randint(0, 4, (32,))]
+    mixed, soft = mix_waveforms(x, y, alpha=0.4)
+    assert mixed.shape == x.shape and torch.allclose(soft.sum(1), torch.ones(32))
+    assert 0.7 < mixed.std() / x.std() < 1.3  # the mixture keeps the clips' level
 
 
 def test_random_eq_is_a_smooth_bounded_curve_per_clip():

@@ -61,7 +61,8 @@ def test_run_folder_is_complete_and_consistent(tiny_esc10, tmp_path):
 
 
 def test_same_seed_same_metrics(tiny_esc10, tmp_path):
-    cfg = tiny_cfg("train.epochs=2", "augment.mixup_alpha=0.4", "augment.time_masks=1", "augment.gain_db=3")
+    cfg = tiny_cfg("train.epochs=2", "augment.mixup_alpha=0.4", "augment.time_masks=1", "augment.gain_db=3",
+                   "augment.speed=0.1")
     m = load_manifest(tiny_esc10)
     run_job(cfg, m, one_job(m, cfg), tmp_path / "a", progress=False)
     run_job(cfg, m, one_job(m, cfg), tmp_path / "b", progress=False)

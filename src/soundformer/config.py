@@ -78,9 +78,11 @@ class AugmentConfig:
     random_crop: bool = True  # random window position in training (a time shift)
     gain_db: float = 0.0  # random gain in +-gain_db
     time_shift: float = 0.0  # random circular shift of each window, up to this fraction of it
+    speed: float = 0.0  # random playback speed in 1 +- speed (tempo and pitch together); 0 = off
     eq_db: float = 0.0  # random equaliser (log-mel models): smooth gain curve across mel bins, +-eq_db; 0 = off
     eq_points: int = 4  # knots of that curve, evenly spaced over the mel bins
     mixup_alpha: float = 0.0  # 0 = off
+    mixup_domain: str = "features"  # features (after SpecAugment, per model) | waveform (sounds superposed, loudness-aware)
     freq_masks: int = 0  # SpecAugment (log-mel models only)
     freq_mask_width: int = 8  # widest frequency mask, in mel bins
     time_masks: int = 0  # SpecAugment time masks
@@ -130,6 +132,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("auto", "esc50", "esc10", "folder", "csv", "urbansound8k"),
     "data.subset": ("", "esc10"),
     "audio.short_policy": ("pad", "loop"),
+    "augment.mixup_domain": ("features", "waveform"),
     "features.kind": ("waveform", "logmel"),
     "features.compression": ("log", "pcen", "log+pcen"),
     "model.name": ("seed_cnn", "seed_transformer", "logmel_cnn", "logmel_transformer"),
@@ -348,6 +351,8 @@ def validate(cfg: Config) -> None:
     positive("augment.gain_db", g.gain_db, allow_zero=True)
     if not 0 <= g.time_shift <= 1:
         raise SoundformerError(f"augment.time_shift must be a fraction of the window in [0, 1], got {g.time_shift}")
+    if not 0 <= g.speed < 1:
+        raise SoundformerError(f"augment.speed is the largest relative speed change, in [0, 1) (0.1 = +-10 %), got {g.speed}")
     positive("augment.eq_db", g.eq_db, allow_zero=True)
     if m.ensemble:
         listed = f"[{', '.join(m.ensemble)}]"

@@ -4,7 +4,8 @@
   an alternative DFT-as-convolution path that exports to ONNX; ``compression="pcen"`` puts
   per-channel energy normalisation (``PCEN``) in place of the log, ``"log+pcen"`` gives both as
   two input channels.
-- ``spec_augment``, ``mixup``, ``random_gain``, ``time_shift``: vectorised batch augmentations.
+- ``spec_augment``, ``mixup``, ``mix_waveforms``, ``random_gain``, ``time_shift``, ``speed_perturb``: vectorised batch
+  augmentations.
 """
 
 from __future__ import annotations
@@ -156,6 +157,21 @@ def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float) -> tuple[torch.Tens
     return x, y
 
 
+def mix_waveforms(wav: torch.Tensor, y: torch.Tensor, *, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Between-class mixing of (B, N) waveforms (Tokozume et al., 2018): each clip is superposed
+    with a random partner, the label ratio ``r`` drawn as in ``mixup``. Sounds add in pressure,
+    so the quieter clip is boosted until ``r`` is its share of the heard mixture: amplitudes
+    p : 1 - p with p = 1 / (1 + 10 ** ((G1 - G2) / 20) * (1 - r) / r), G the clips' RMS levels
+    in dB; dividing by sqrt(p^2 + (1 - p)^2) keeps the level of the mixture near the clips'."""
+    r = torch.distributions.Beta(alpha, alpha).sample((wav.shape[0],))
+    r = torch.maximum(r, 1 - r).to(wav.device)  # (B,) the example keeps its own label mostly
+    perm = torch.randperm(wav.shape[0]).to(wav.device)
+    level = 20 * torch.log10(wav.float().pow(2).mean(1).sqrt().clamp(min=1e-4))  # (B,) dB; silence floored at -80
+    p = 1 / (1 + 10 ** ((level - level[perm]) / 20) * (1 - r) / r)  # (B,)
+    mixed = (p[:, None] * wav + (1 - p[:, None]) * wav[perm]) / (p.pow(2) + (1 - p).pow(2)).sqrt()[:, None]
+    return mixed.to(wav.dtype), r[:, None] * y + (1 - r[:, None]) * y[perm]
+
+
 def random_gain(wav: torch.Tensor, *, max_db: float) -> torch.Tensor:
     db = (torch.rand(wav.shape[0], 1) * 2 - 1) * max_db  # (B, 1) uniform in +-max_db
     return wav * (10 ** (db / 20)).to(wav.device)
@@ -172,3 +188,21 @@ def time_shift(wav: torch.Tensor, *, max_fraction: float) -> torch.Tensor:
     shift = torch.randint(-limit, limit + 1, (B, 1))  # (B, 1)
     index = (torch.arange(N)[None, :] - shift) % N  # (B, N): out[t] = in[t - shift]
     return wav.gather(1, index.to(wav.device))
+
+
+def speed_perturb(wav: torch.Tensor, *, max_change: float) -> torch.Tensor:
+    """Play each (B, N) waveform at its own random speed in [1 - max_change, 1 + max_change]:
+    tempo and pitch change together, as with a tape played faster or slower (0.1 is about
+    +-1.7 semitones). Output sample t reads input position speed x t by linear interpolation;
+    a faster clip runs out before the window ends and wraps round to its start, as
+    ``time_shift`` does, so the window stays full."""
+    B, N = wav.shape
+    if max_change == 0:
+        return wav
+    speed = 1 + (torch.rand(B, 1) * 2 - 1) * max_change  # (B, 1)
+    pos = torch.arange(N, dtype=torch.float32)[None, :] * speed  # (B, N) read positions
+    left = pos.floor()
+    frac = (pos - left).to(device=wav.device, dtype=wav.dtype)  # (B, N)
+    left = left.long() % N
+    right = ((left + 1) % N).to(wav.device)
+    return torch.lerp(wav.gather(1, left.to(wav.device)), wav.gather(1, right), frac)

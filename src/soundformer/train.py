@@ -33,7 +33,7 @@ from .data.sources import Item, Manifest
 from .distributed import init_from_env, shutdown
 from .errors import Interrupted, SoundformerError
 from .evaluate import accuracy, nll, predict_clips
-from .features import mixup, random_eq, random_gain, spec_augment, time_shift
+from .features import mix_waveforms, mixup, random_eq, random_gain, spec_augment, speed_perturb, time_shift
 from .models import AudioClassifier, build_model, count_parameters
 from .runtime import autocast_dtype, pick_device, seed_everything, set_threads
 from .tracking import Tracker
@@ -213,6 +213,10 @@ class TrainStep(torch.nn.Module):
             wav = random_gain(wav, max_db=a.gain_db)
         if a.time_shift:
             wav = time_shift(wav, max_fraction=a.time_shift)
+        if a.speed:
+            wav = speed_perturb(wav, max_change=a.speed)
+        if a.mixup_alpha and a.mixup_domain == "waveform":  # one mixture, heard by every member
+            wav, target = mix_waveforms(wav, target, alpha=a.mixup_alpha)
         outputs = [self.member_forward(member, wav, target) for member in self.model.members()]
         loss = sum(soft_cross_entropy(logits, soft) for logits, soft in outputs)
         return loss, *outputs[0]  # (), (B, C), (B, C)
@@ -227,7 +231,7 @@ class TrainStep(torch.nn.Module):
         if model.uses_logmel and (a.freq_masks or a.time_masks):
             feats = spec_augment(feats, freq_masks=a.freq_masks, freq_width=a.freq_mask_width,
                                  time_masks=a.time_masks, time_width=a.time_mask_width)
-        if a.mixup_alpha:
+        if a.mixup_alpha and a.mixup_domain == "features":
             feats, target = mixup(feats, target, alpha=a.mixup_alpha)
         return model.head(model.embed_features(feats)[0]), target  # (B, C), (B, C)
 
