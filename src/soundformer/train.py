@@ -33,7 +33,15 @@ from .data.sources import Item, Manifest
 from .distributed import init_from_env, shutdown
 from .errors import Interrupted, SoundformerError
 from .evaluate import accuracy, nll, predict_clips
-from .features import mix_waveforms, mixup, random_eq, random_gain, spec_augment, speed_perturb, time_shift
+from .features import (
+    mix_waveforms,
+    mixup,
+    random_eq,
+    random_gain,
+    spec_augment,
+    speed_perturb,
+    time_shift,
+)
 from .models import AudioClassifier, build_model, count_parameters
 from .runtime import autocast_dtype, pick_device, seed_everything, set_threads
 from .tracking import Tracker
