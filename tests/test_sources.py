@@ -1,4 +1,5 @@
 import csv
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -6,6 +7,7 @@ import soundfile as sf
 
 from soundformer.data.sources import (
     detect_format,
+    grouped_stratified_folds,
     load_manifest,
     split_validation,
     stratified_folds,
@@ -125,6 +127,36 @@ def test_stratified_folds_balance():
     folds = stratified_folds(labels, 5, seed=0)
     for c in range(4):
         assert np.bincount(folds[labels == c], minlength=6)[1:].tolist() == [2] * 5
+
+
+def test_grouped_folds_keep_each_recording_on_one_fold():
+    rng = np.random.default_rng(1)
+    sizes = rng.integers(1, 6, size=60)  # 60 recordings of 1-5 clips, 3 classes
+    groups = [f"rec{g}" for g, n in enumerate(sizes) for _ in range(n)]
+    labels = np.array([g % 3 for g, n in enumerate(sizes) for _ in range(n)])
+    folds = grouped_stratified_folds(labels, groups, 5, seed=0)
+    assert set(folds.tolist()) == {1, 2, 3, 4, 5}
+    for g in set(groups):
+        assert len({f for f, h in zip(folds, groups) if h == g}) == 1
+    for c in range(3):
+        per_fold = np.bincount(folds[labels == c], minlength=6)[1:]
+        assert per_fold.max() - per_fold.min() <= sizes.max()  # as even as whole groups allow
+    assert not np.array_equal(folds, grouped_stratified_folds(labels, groups, 5, seed=1))
+
+
+def test_csv_group_column_keeps_recordings_together(tmp_path):
+    lines = ["path,label,group"]
+    for rec in range(12):
+        for take in range(3):
+            name = f"r{rec}_{take}.wav"
+            (tmp_path / name).write_bytes(b"")
+            lines.append(f"{name},{'ab'[rec % 2]},rec{rec}")
+    (tmp_path / "m.csv").write_text("\n".join(lines) + "\n")
+    m = load_manifest(tmp_path / "m.csv", k_folds=3)
+    assert len({it.group for it in m.items}) == 12
+    for rec in range(12):
+        assert len({it.fold for it in m.items if it.group == f"rec{rec}"}) == 1
+    assert sorted(Counter(it.fold for it in m.items).values()) == [12, 12, 12]
 
 
 def test_validation_split_keeps_groups_together(tiny_esc10):

@@ -5,7 +5,7 @@ Supported layouts (auto-detected from a directory, or forced with ``format``):
 - ``esc50``: ``audio/*.wav`` + ``meta/esc50.csv`` (``subset="esc10"`` keeps the ESC-10 rows)
 - ``esc10``: the original ESC-10 release, class folders ``NNN - Name``, fold = first field
 - ``urbansound8k``: ``metadata/UrbanSound8K.csv`` + ``audio/foldN/``
-- ``csv``: a CSV manifest ``path,label[,fold]``, paths relative to the CSV's folder
+- ``csv``: a CSV manifest ``path,label[,fold][,group]``, paths relative to the CSV's folder
 - ``folder``: one folder per class (any nesting below it); folds from a seeded stratified split
 """
 
@@ -243,7 +243,8 @@ def _load_csv(path: Path, k_folds: int, seed: int, allow_outside_root: bool) -> 
         fold = _parse_fold(row["fold"], where) if has_fold and row.get("fold", "") != "" else 0
         if has_fold and fold == 0:
             raise SoundformerError(f"{where}: the fold column is empty; fill it or drop the column")
-        entries.append((file, row["label"], fold, key))
+        # an optional group column (e.g. the source recording) keeps related clips on one side of a split
+        entries.append((file, row["label"], fold, row.get("group") or key))
     manifest = _relabel(entries, root, "csv", folds_given=has_fold)
     if not has_fold:
         manifest = _with_split_folds(manifest, k_folds, seed)
@@ -267,7 +268,11 @@ def _load_folder(root: Path, k_folds: int, seed: int) -> Manifest:
 
 def _with_split_folds(manifest: Manifest, k: int, seed: int) -> Manifest:
     labels = np.array([it.label for it in manifest.items])
-    folds = stratified_folds(labels, k, seed)
+    groups = [it.group for it in manifest.items]
+    if len(set(groups)) < len(groups):  # clips of one recording must not straddle test folds
+        folds = grouped_stratified_folds(labels, groups, k, seed)
+    else:
+        folds = stratified_folds(labels, k, seed)
     items = [Item(it.path, it.label, it.class_name, int(f), it.group) for it, f in zip(manifest.items, folds)]
     counts = Counter(labels.tolist())
     small = [manifest.classes[c] for c, n in counts.items() if n < k]
@@ -288,6 +293,33 @@ def stratified_folds(labels: np.ndarray, k: int, seed: int) -> np.ndarray:
         # continue the round robin across classes so small classes do not all land in fold 1
         folds[idx] = (np.arange(len(idx)) + offset) % k + 1
         offset = (offset + len(idx)) % k
+    return folds
+
+
+def grouped_stratified_folds(labels: np.ndarray, groups: list[str], k: int, seed: int) -> np.ndarray:
+    """Fold numbers 1..k with every group on one fold, each class spread as evenly as whole
+    groups allow: a class's groups, shuffled, then largest first, each go to the fold holding
+    the fewest clips of that class so far (then the fewest clips overall)."""
+    rng = np.random.default_rng(seed)
+    members: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    by_class: dict[int, list[str]] = {}
+    for g, idx in members.items():
+        majority = Counter(labels[idx].tolist()).most_common(1)[0][0]
+        by_class.setdefault(majority, []).append(g)
+    folds = np.zeros(len(labels), dtype=np.int64)
+    total = np.zeros(k, dtype=np.int64)
+    for label in sorted(by_class):
+        keys = sorted(by_class[label])
+        rng.shuffle(keys)
+        keys.sort(key=lambda g: -len(members[g]))  # stable: equal sizes keep the shuffled order
+        in_class = np.zeros(k, dtype=np.int64)
+        for g in keys:
+            fold = min(range(k), key=lambda f: (in_class[f], total[f]))
+            folds[members[g]] = fold + 1
+            in_class[fold] += len(members[g])
+            total[fold] += len(members[g])
     return folds
 
 
