@@ -4,8 +4,8 @@
   an alternative DFT-as-convolution path that exports to ONNX; ``compression="pcen"`` puts
   per-channel energy normalisation (``PCEN``) in place of the log, ``"log+pcen"`` gives both as
   two input channels.
-- ``spec_augment``, ``mixup``, ``mix_waveforms``, ``random_gain``, ``time_shift``, ``speed_perturb``: vectorised batch
-  augmentations.
+- ``spec_augment``, ``mixup``, ``mix_waveforms``, ``random_gain``, ``time_shift``,
+  ``speed_perturb``: vectorised batch augmentations.
 """
 
 from __future__ import annotations
