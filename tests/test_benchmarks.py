@@ -92,6 +92,47 @@ def test_collapse_only_refuses_unknown_variants_by_name(tiny_esc10):
     assert "Traceback" not in out.stderr
 
 
+def test_reshape_dataset_writes_variable_lengths_and_rates_keeping_folds_and_groups(tmp_path):
+    import soundfile as sf
+
+    from soundformer.data.sources import load_manifest
+
+    from .conftest import write_esc10
+
+    source = write_esc10(tmp_path / "esc10", per_fold=2, seconds=3.0)
+    out = tmp_path / "reshaped"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "reshape_dataset.py"), str(source), str(out),
+           "--rates", "22050,44100", "--min-seconds", "0.5", "--max-seconds", "2"]
+    subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    original, copy = load_manifest(source), load_manifest(out / "manifest.csv")
+    assert copy.classes == original.classes and len(copy) == len(original)
+    by_name = {Path(it.path).stem: it for it in original.items}
+    lengths, rates = [], set()
+    for it in copy.items:
+        twin = by_name[Path(it.path).stem]
+        assert (it.class_name, it.fold, it.group) == (twin.class_name, twin.fold, twin.group)
+        info = sf.info(it.path)
+        lengths.append(info.duration)
+        rates.add(info.samplerate)
+    assert rates == {22050, 44100}
+    assert 0.5 <= min(lengths) and max(lengths) <= 2.0 and max(lengths) - min(lengths) > 0.3
+    again = subprocess.run(cmd, capture_output=True, text=True)
+    assert again.returncode != 0 and "exists" in again.stderr  # never writes over an earlier copy
+
+
+def test_loudest_stretch_keeps_the_event():
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from reshape_dataset import loudest_stretch
+
+    wav = np.zeros(1000, dtype=np.float32)
+    wav[600:700] = 1.0
+    cut = loudest_stretch(wav, 200)
+    assert len(cut) == 200 and cut.sum() == 100  # the whole event is inside
+    assert np.array_equal(loudest_stretch(wav, 2000), wav)
+
+
 def test_speed_training_step_updates_the_model_and_keeps_labels_on_its_device():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
