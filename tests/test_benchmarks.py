@@ -188,3 +188,35 @@ def test_curves_reads_unfinished_runs_and_reports_best_and_last(tmp_path):
     empty = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "curves.py"), str(tmp_path / "nothing")],
                            capture_output=True, text=True)
     assert empty.returncode != 0 and "no metrics.csv" in empty.stderr
+
+
+def test_modulation_probe_finds_a_rotor_rate_and_scores_each_setting(tmp_path):
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from modulation_probe import modulation_features
+
+    from .conftest import write_esc10
+
+    rng = np.random.default_rng(0)
+    t = np.arange(5 * 16000) / 16000
+    bins = 16
+    edges = np.geomspace(0.5, 16000 / 80 / 2, bins)
+    for rate in (4.0, 30.0):  # noise whose loudness beats at `rate` Hz, as a rotor's does
+        wav = rng.standard_normal(t.size) * (1.1 + np.sin(2 * np.pi * rate * t))
+        feats = modulation_features(wav, sample_rate=16000, n_fft=512, hop=80, bands=4, bins=bins)
+        per_bin = feats.reshape(4, bins - 1).mean(0)
+        peak = int(per_bin.argmax())
+        assert edges[peak] <= rate < edges[peak + 1]
+    data = write_esc10(tmp_path / "esc10", seconds=1.0)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "modulation_probe.py"), str(data),
+                          "--sample-rate", "8000", "--seconds", "1", "--settings", "256/80,256/40", "--bands", "8"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| 256 /")]
+    assert [r.split("|")[1].strip() for r in rows] == ["256 / 80", "256 / 40"]
+    assert all(0 <= float(r.split("|")[4].strip(" %")) <= 100 for r in rows)
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "modulation_probe.py"), str(data),
+                          "--settings", "512-160"], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert bad.returncode != 0 and "WINDOW/HOP" in bad.stderr and "Traceback" not in bad.stderr

@@ -45,6 +45,9 @@ def test_overrides_are_typed():
     ("model.channels=true", "'model.channels' must be a list in brackets"),
     ("model.ensemble=[log,cubic]", "model.ensemble=[log, cubic] must list two or more"),
     ("lr", "--set expects key=value"),
+    ("model.pool_time=[4,2]", "model.pool_time must be one pooling factor >= 1 for every stem block, or one per block (3"),
+    ("model.pool_time=0", "model.pool_time must be one pooling factor"),
+    ("model.stem_stride=0", "model.stem_stride must be > 0"),
 ])
 def test_bad_overrides_name_the_setting(override, message):
     with pytest.raises(SoundformerError, match=message.replace("(", r"\(").replace("[", r"\[")):

@@ -129,6 +129,43 @@ def test_pcen_config_is_checked_and_builds_a_pcen_frontend():
         load_config("logmel-transformer", ["model.ensemble=[]", "features.compression=pcen", "augment.eq_db=6"])
 
 
+def test_stem_pools_time_per_block():
+    """model.pool_time: one factor for every block (the old scalar form still loads) or one per block;
+    [4, 2, 2] on a 10-ms hop gives the tokens of [2, 2, 2] on a 20-ms hop."""
+    coarse = load_config("logmel-transformer", ["model.ensemble=[]", "model.pool_time=2"])
+    assert coarse.model.pool_time == [2]
+    fine = load_config("logmel-transformer", ["model.ensemble=[]", "model.pool_time=[4,2,2]",
+                                              "features.hop_length=160", "features.n_fft=512"])
+    wav = torch.randn(2, 16000 * 5)
+    shapes = []
+    for cfg in (coarse, fine):
+        model = build_model(cfg, 10).eval()
+        feats = model.frontend(wav)
+        pools = [block.net[-1].kernel_size for block in model.stem.blocks]
+        shapes.append((feats.shape[-1], tuple(model.stem(feats).shape), pools))
+    assert shapes[0] == (251, (2, 128, 8, 32), [(2, 2)] * 3)
+    assert shapes[1] == (501, (2, 128, 8, 32), [(2, 4), (2, 2), (2, 2)])
+
+
+@pytest.mark.parametrize("name", ["logmel-transformer", "logmel-cnn"])
+def test_strided_first_convolution_reads_a_finer_hop_into_the_same_map(name):
+    """model.stem_stride=2 on a 10-ms hop: the first convolution steps 2 frames, so every later map
+    (and the token count) is that of the 20-ms hop, and the MACs barely change."""
+    base = ["model.ensemble=[]"] if name == "logmel-transformer" else []
+    coarse = build_model(load_config(name, base), 10).eval()
+    fine = build_model(load_config(name, base + ["features.hop_length=160", "features.n_fft=512",
+                                                 "model.stem_stride=2"]), 10).eval()
+    first = fine.stem.blocks[0].net[0]
+    assert first.stride == (1, 2) and all(b.net[0].stride == (1, 1) for b in fine.stem.blocks[1:])
+    wav = torch.randn(2, 16000 * 5)
+    f_coarse, f_fine = coarse.frontend(wav), fine.frontend(wav)
+    assert f_fine.shape[-1] == 2 * f_coarse.shape[-1] - 1
+    assert fine.stem(f_fine).shape == coarse.stem(f_coarse).shape
+    assert count_parameters(fine) == count_parameters(coarse)
+    assert abs(count_macs(fine, 80000) / count_macs(coarse, 80000) - 1) < 0.01
+    assert fine(wav).shape == (2, 10)
+
+
 def test_ensemble_config_is_checked_and_builds_one_model_per_frontend():
     cfg = load_config("logmel-transformer", ["model.ensemble=[log,pcen]", "model.depth=1"])
     model = build_model(cfg, 10)

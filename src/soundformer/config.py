@@ -67,8 +67,9 @@ class ModelConfig:
     positions: str = "sinusoidal"  # sinusoidal|learned
     attention: str = "manual"  # manual (hand-written) | fused (scaled_dot_product_attention)
     token_layout: str = "time"  # seed transformer: channels (the report's) | time
-    pool_time: int = 2  # log-mel stem: time pooling per conv block
+    pool_time: list[int] = field(default_factory=lambda: [2])  # log-mel transformer stem: time pooling per conv block, one value for all or one per block (e.g. [4, 2, 2] for a finer hop)
     stem_double: bool = False  # log-mel stems: two convolutions per block instead of one
+    stem_stride: int = 1  # log-mel stems: time stride of the first convolution (2 reads a 10-ms hop at the cost of a 20-ms one)
     max_tokens: int = 1024  # learned positions: table size
     ensemble: list[str] = field(default_factory=list)  # log-mel models: e.g. [log, pcen] = one complete model per compression (replaces features.compression), trained side by side, probabilities averaged; [] = one model
 
@@ -332,8 +333,13 @@ def validate(cfg: Config) -> None:
         )
     if not m.channels or any(c <= 0 for c in m.channels):
         raise SoundformerError(f"model.channels must be positive sizes, got {m.channels}")
-    for key in ("dim", "depth", "heads", "mlp_dim", "pool_time", "max_tokens"):
+    for key in ("dim", "depth", "heads", "mlp_dim", "max_tokens", "stem_stride"):
         positive(f"model.{key}", getattr(m, key))
+    if not m.pool_time or any(p < 1 for p in m.pool_time) or len(m.pool_time) not in (1, len(m.channels)):
+        raise SoundformerError(
+            f"model.pool_time must be one pooling factor >= 1 for every stem block, or one per block "
+            f"({len(m.channels)} for model.channels={m.channels}), got {m.pool_time}"
+        )
     if m.dim % m.heads:
         raise SoundformerError(
             f"model.dim={m.dim} is not divisible by model.heads={m.heads}; "

@@ -112,10 +112,11 @@ class LogMelCNN(AudioClassifier):
 
     uses_logmel = True
 
-    def __init__(self, *, frontend: LogMelFrontEnd, channels, dropout, n_classes, double: bool = False):
+    def __init__(self, *, frontend: LogMelFrontEnd, channels, dropout, n_classes, double: bool = False,
+                 stride_time: int = 1):
         super().__init__()
         self.frontend = frontend
-        self.stem = LogMelConvStem(channels=channels, pool_time=2, double=double,
+        self.stem = LogMelConvStem(channels=channels, pool_time=2, double=double, stride_time=stride_time,
                                    in_channels=frontend.logmel.channels)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.stem.out_channels, n_classes)
@@ -133,10 +134,10 @@ class LogMelTransformer(AudioClassifier):
 
     def __init__(self, *, frontend: LogMelFrontEnd, n_mels, channels, pool_time, stem_double, n_classes,
                  dim, depth, heads, mlp_dim, dropout, attn_dropout, drop_path, norm_first, positions,
-                 max_tokens, fused):
+                 max_tokens, fused, stem_stride: int = 1):
         super().__init__()
         self.frontend = frontend
-        self.stem = LogMelConvStem(channels=channels, pool_time=pool_time, double=stem_double,
+        self.stem = LogMelConvStem(channels=channels, pool_time=pool_time, double=stem_double, stride_time=stem_stride,
                                    in_channels=frontend.logmel.channels)
         freq_bins = max(1, n_mels // self.stem.freq_reduction)
         self.to_tokens = nn.Linear(self.stem.out_channels * freq_bins, dim)
@@ -204,9 +205,10 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
                               n_mels=f.n_mels, f_min=f.f_min, f_max=f.f_max, compression=f.compression)
     if m.name == "logmel_cnn":
         return LogMelCNN(frontend=frontend, channels=m.channels, dropout=m.dropout, n_classes=n_classes,
-                         double=m.stem_double)
+                         double=m.stem_double, stride_time=m.stem_stride)
     return LogMelTransformer(frontend=frontend, n_mels=f.n_mels, channels=m.channels,
-                             pool_time=m.pool_time, stem_double=m.stem_double, n_classes=n_classes, **enc)
+                             pool_time=m.pool_time, stem_double=m.stem_double, stem_stride=m.stem_stride,
+                             n_classes=n_classes, **enc)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
