@@ -29,13 +29,14 @@ from soundformer.data.sources import load_manifest
 
 
 def modulation_features(wav: np.ndarray, *, sample_rate: int, n_fft: int, hop: int, bands: int,
-                        bins: int, lowest_hz: float = 0.5) -> np.ndarray:
+                        bins: int, lowest_hz: float = 0.5, with_spectrum: bool = False) -> np.ndarray:
     """(bands * (bins - 1),) log modulation power of each mel band's log envelope, in log-spaced
-    modulation-frequency bins from ``lowest_hz`` to the frame rate's Nyquist frequency."""
+    modulation-frequency bins from ``lowest_hz`` to the frame rate's Nyquist frequency; with
+    ``with_spectrum``, each band's mean and spread of log energy after them (2 * bands more)."""
     mel = librosa.feature.melspectrogram(y=wav, sr=sample_rate, n_fft=n_fft, hop_length=hop,
                                          n_mels=bands, power=2.0)
-    envelope = np.log(mel + 1e-8)
-    envelope -= envelope.mean(1, keepdims=True)  # (bands, frames)
+    log_mel = np.log(mel + 1e-8)  # (bands, frames)
+    envelope = log_mel - log_mel.mean(1, keepdims=True)
     power = np.abs(np.fft.rfft(envelope * np.hanning(envelope.shape[1]), axis=1)) ** 2
     freqs = np.fft.rfftfreq(envelope.shape[1], d=hop / sample_rate)
     edges = np.geomspace(lowest_hz, sample_rate / hop / 2, bins)
@@ -45,17 +46,21 @@ def modulation_features(wav: np.ndarray, *, sample_rate: int, n_fft: int, hop: i
         if not inside.any():  # a bin narrower than a short clip's frequency step: its nearest line
             inside = np.abs(freqs - np.sqrt(lo * hi)) == np.abs(freqs - np.sqrt(lo * hi)).min()
         pooled.append(power[:, inside].mean(1))
-    return np.log(np.stack(pooled, 1) + 1e-6).ravel()
+    feats = np.log(np.stack(pooled, 1) + 1e-6).ravel()
+    if with_spectrum:
+        feats = np.concatenate([feats, log_mel.mean(1), log_mel.std(1)])
+    return feats
 
 
-def fold_accuracies(features: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> list[float]:
-    out = []
+def fold_predictions(features: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """Each clip's predicted label from the model fitted on the other folds."""
+    guess = np.empty_like(labels)
     for fold in np.unique(folds):
         train, test = folds != fold, folds == fold
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
         clf.fit(features[train], labels[train])
-        out.append(float((clf.predict(features[test]) == labels[test]).mean()))
-    return out
+        guess[test] = clf.predict(features[test])
+    return guess
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=5.0, help="clip length the features are taken over")
     ap.add_argument("--bands", type=int, default=16, help="mel bands (default: %(default)s)")
     ap.add_argument("--bins", type=int, default=16, help="modulation-frequency bin edges (default: %(default)s)")
+    ap.add_argument("--with-spectrum", action="store_true",
+                    help="add each band's mean and spread of log energy (spectral shape) to the features")
+    ap.add_argument("--clips", default="", help="comma-separated file names whose predictions to print")
     args = ap.parse_args(argv)
     settings = []
     for pair in args.settings.split(","):
@@ -80,16 +88,25 @@ def main(argv: list[str] | None = None) -> int:
     wavs = [fit_length(decode(it.path, args.sample_rate), length, "loop")[:length] for it in manifest.items]
     labels = np.array([it.label for it in manifest.items])
     folds = np.array([it.fold for it in manifest.items])
+    what = "modulation spectra and band levels" if args.with_spectrum else "modulation spectra alone"
     print(f"{len(wavs)} clips, {len(manifest.classes)} classes, folds {manifest.folds}; "
-          f"{args.bands} mel bands, logistic regression on modulation spectra alone")
+          f"{args.bands} mel bands, logistic regression on {what}")
     print("| window / hop (samples) | window / hop (ms) | accuracy per fold (%) | mean |")
     print("|---|---|---|---|")
+    wanted = {c.strip() for c in args.clips.split(",") if c.strip()}
+    named = []
     for n_fft, hop in settings:
-        feats = np.stack([modulation_features(w, sample_rate=args.sample_rate, n_fft=n_fft, hop=hop,
-                                              bands=args.bands, bins=args.bins) for w in wavs])
-        accs = 100 * np.array(fold_accuracies(feats, labels, folds))
+        feats = np.stack([modulation_features(w, sample_rate=args.sample_rate, n_fft=n_fft, hop=hop, bands=args.bands,
+                                              bins=args.bins, with_spectrum=args.with_spectrum) for w in wavs])
+        guess = fold_predictions(feats, labels, folds)
+        accs = 100 * np.array([(guess[folds == f] == labels[folds == f]).mean() for f in np.unique(folds)])
         ms = f"{1000 * n_fft / args.sample_rate:g} / {1000 * hop / args.sample_rate:g}"
         print(f"| {n_fft} / {hop} | {ms} | {' / '.join(f'{a:.1f}' for a in accs)} | {accs.mean():.2f} % |")
+        for it, g in zip(manifest.items, guess):
+            if it.path.name in wanted:
+                named.append(f"{n_fft}/{hop}  {it.path.name}  {it.class_name} -> {manifest.classes[g]}")
+    if named:
+        print("\n".join(["", "named clips (window/hop, clip, true -> predicted):", *named]))
     return 0
 
 

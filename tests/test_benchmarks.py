@@ -210,12 +210,18 @@ def test_modulation_probe_finds_a_rotor_rate_and_scores_each_setting(tmp_path):
         assert edges[peak] <= rate < edges[peak + 1]
     data = write_esc10(tmp_path / "esc10", seconds=1.0)
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "modulation_probe.py"), str(data),
-                          "--sample-rate", "8000", "--seconds", "1", "--settings", "256/80,256/40", "--bands", "8"],
+                          "--sample-rate", "8000", "--seconds", "1", "--settings", "256/80,256/40", "--bands", "8",
+                          "--with-spectrum", "--clips", "1-10-A.wav"],
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert out.returncode == 0, out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("| 256 /")]
     assert [r.split("|")[1].strip() for r in rows] == ["256 / 80", "256 / 40"]
     assert all(0 <= float(r.split("|")[4].strip(" %")) <= 100 for r in rows)
+    named = [line.split() for line in out.stdout.splitlines() if "1-10-A.wav" in line]
+    assert [n[0] for n in named] == ["256/80", "256/40"]  # the named clip's prediction, per setting
+    assert len(feats) == 4 * (bins - 1)
+    assert len(modulation_features(wav, sample_rate=16000, n_fft=512, hop=80, bands=4, bins=bins,
+                                   with_spectrum=True)) == 4 * (bins - 1) + 2 * 4
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "modulation_probe.py"), str(data),
                           "--settings", "512-160"], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
