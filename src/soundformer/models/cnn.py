@@ -56,10 +56,11 @@ class LogMelConvStem(nn.Module):
     """(B, M, T) log-mel (or (B, in_channels, M, T)) -> (B, C, M / 2^k, T / (stride * prod(pool))) map.
 
     ``pool_time``: the time pooling of every block, or one factor per block. ``stride_time``: the
-    time stride of the first convolution. Both let a fine hop (10 ms) reach the first
-    convolutions, which then see faster amplitude modulation (a helicopter's rotor): pooling
-    ([4, 2, 2]) at about 1.8x the training time of a 20-ms hop on a CPU (the first block's
-    full-resolution maps dominate it), a stride of 2 at about the same time.
+    time stride of the first convolution. Both let a fine hop (10 ms), which keeps faster
+    amplitude modulation (a helicopter's rotor), reach the first convolutions with the token
+    count of a 20-ms hop: pooling ([4, 2, 2]) at about 1.8x its training time on a CPU (the first
+    block's full-resolution maps dominate the step), a stride of 2 at about the same time. On
+    ESC-10 the finer hop did not raise accuracy (docs/RESULTS.md, "Ninth session").
     """
 
     def __init__(self, *, channels: list[int], pool_time: int | list[int], double: bool = False,
