@@ -24,7 +24,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from soundformer.data.audio import decode, fit_length
+from soundformer.data.audio import fit_length, load
 from soundformer.data.sources import load_manifest
 
 
@@ -44,7 +44,7 @@ def modulation_features(wav: np.ndarray, *, sample_rate: int, n_fft: int, hop: i
     for lo, hi in zip(edges[:-1], edges[1:]):
         inside = (freqs >= lo) & (freqs < hi)
         if not inside.any():  # a bin narrower than a short clip's frequency step: its nearest line
-            inside = np.abs(freqs - np.sqrt(lo * hi)) == np.abs(freqs - np.sqrt(lo * hi)).min()
+            inside = [int(np.argmin(np.abs(freqs - np.sqrt(lo * hi))))]
         pooled.append(power[:, inside].mean(1))
     feats = np.log(np.stack(pooled, 1) + 1e-6).ravel()
     if with_spectrum:
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.append((n_fft, hop))
     manifest = load_manifest(args.data)
     length = int(args.seconds * args.sample_rate)
-    wavs = [fit_length(decode(it.path, args.sample_rate), length, "loop")[:length] for it in manifest.items]
+    wavs = [fit_length(load(it.path, args.sample_rate), length, "loop")[:length] for it in manifest.items]
     labels = np.array([it.label for it in manifest.items])
     folds = np.array([it.fold for it in manifest.items])
     what = "modulation spectra and band levels" if args.with_spectrum else "modulation spectra alone"

@@ -66,9 +66,9 @@ class LogMelConvStem(nn.Module):
     def __init__(self, *, channels: list[int], pool_time: int | list[int], double: bool = False,
                  in_channels: int = 1, stride_time: int = 1):
         super().__init__()
-        pools = [pool_time] * len(channels) if isinstance(pool_time, int) else list(pool_time)
+        pools = [pool_time] if isinstance(pool_time, int) else list(pool_time)
         if len(pools) == 1:
-            pools = pools * len(channels)
+            pools *= len(channels)
         if len(pools) != len(channels):
             raise ValueError(f"pool_time {pool_time} gives {len(pools)} factors for {len(channels)} blocks")
         blocks, c_in = [], in_channels
