@@ -354,3 +354,50 @@ def test_normalisation_statistics_are_per_channel_for_log_plus_pcen():
     torch.testing.assert_close(pooled.mean(-1), torch.zeros(2, 64), atol=1e-3, rtol=0)
     torch.testing.assert_close(pooled.std(-1, unbiased=False), torch.ones(2, 64), atol=1e-3, rtol=0)
     assert not torch.allclose(fe.mean[0], fe.mean[1])  # the log and PCEN channels get their own
+
+
+def test_checkpoint_every_thins_last_pt_and_resume_keeps_a_newer_best(tiny_esc10, tmp_path, monkeypatch):
+    """train.checkpoint_every=2: last.pt at even epochs and at the end; a run stopped when best.pt
+    is newer than last.pt resumes with that best, and the selected model is best.pt's weights."""
+    cfg = tiny_cfg("train.epochs=6", "train.checkpoint_every=2", "train.lr=0.003")
+    m = load_manifest(tiny_esc10)
+    split = one_job(m, cfg)
+    real_save, saves = checkpoint.save_atomic, []
+
+    def save_then_maybe_stop(obj, path):
+        real_save(obj, path)
+        saves.append((Path(path).name, obj["epoch"]))
+        if Path(path).name == "best.pt" and obj["epoch"] % 2 == 1 and obj["epoch"] >= 3:
+            raise KeyboardInterrupt  # Ctrl-C right after a best.pt newer than last.pt
+
+    monkeypatch.setattr(checkpoint, "save_atomic", save_then_maybe_stop)
+    run = tmp_path / "run"
+    with pytest.raises(SoundformerError, match="interrupted"):
+        run_job(cfg, m, split, run, progress=False)
+    stopped_at = saves[-1][1]
+    assert [e for name, e in saves if name == "last.pt"] == list(range(2, stopped_at, 2))
+    best_pt = checkpoint.load(run / "checkpoints" / "best.pt")
+    assert best_pt["epoch"] == stopped_at > checkpoint.load(run / "checkpoints" / "last.pt")["epoch"]
+    monkeypatch.setattr(checkpoint, "save_atomic", real_save)
+    summary = run_job(cfg, m, split, run, progress=False, resume=True)
+    assert summary["epochs_run"] == 6 and summary["best_epoch"] >= stopped_at
+    assert checkpoint.load(run / "checkpoints" / "last.pt")["epoch"] == 6
+    final = checkpoint.load(run / "checkpoints" / "best.pt")
+    model = checkpoint.load(run / "checkpoints" / "model.pt")["model"]
+    assert final["epoch"] == summary["best_epoch"]
+    assert all(torch.equal(model[k], final["model"][k]) for k in model)
+
+
+def test_checkpoint_every_must_be_positive():
+    with pytest.raises(SoundformerError, match="checkpoint_every"):
+        tiny_cfg("train.checkpoint_every=0")
+
+
+def test_max_minutes_stops_then_selects_and_tests(tiny_esc10, tmp_path, capsys):
+    cfg = tiny_cfg("train.epochs=5", "train.max_minutes=1e-6", "train.checkpoint_every=4")
+    m = load_manifest(tiny_esc10)
+    summary = run_job(cfg, m, one_job(m, cfg), tmp_path / "run", progress=False)
+    assert "train.max_minutes=1e-06 reached after epoch 1 of 5" in capsys.readouterr().out
+    assert summary["epochs_run"] == 1 and len(metrics(tmp_path / "run")) == 1
+    assert summary["best_epoch"] == 1 and "test_acc" in summary and (tmp_path / "run" / "done").exists()
+    assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["epoch"] == 1  # saved on stopping

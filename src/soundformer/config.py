@@ -102,6 +102,8 @@ class TrainConfig:
     label_smoothing: float = 0.0  # share of each target spread over the other classes
     grad_clip: float = 0.0  # 0 = off
     early_stopping: int = 0  # patience in epochs; 0 = off
+    checkpoint_every: int = 1  # save the resumable checkpoints/last.pt every N epochs (and at the end)
+    max_minutes: float = 0.0  # stop after this much training time (then select and test as usual); 0 = no limit
     select: str = "best"  # which checkpoint is evaluated: best (by validation) | last
     windows_per_clip: int = 1  # training samples drawn from each clip per epoch
     val_fraction: float = 0.1  # standard protocol: validation share taken from training folds (0 = none)
@@ -392,6 +394,8 @@ def validate(cfg: Config) -> None:
     positive("train.warmup_epochs", t.warmup_epochs, allow_zero=True)
     positive("train.grad_clip", t.grad_clip, allow_zero=True)
     positive("train.early_stopping", t.early_stopping, allow_zero=True)
+    positive("train.checkpoint_every", t.checkpoint_every)
+    positive("train.max_minutes", t.max_minutes, allow_zero=True)
     positive("train.windows_per_clip", t.windows_per_clip)
     positive("train.threads", t.threads, allow_zero=True)
     if not 0 <= t.label_smoothing < 1:

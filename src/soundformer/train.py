@@ -350,6 +350,11 @@ def run_job(
         set_rng_state(saved["rng"])
         start_epoch = saved["epoch"] + 1
         best, history, elapsed = saved["best"], saved["history"], saved["train_time_s"]
+        best_path = run_dir / "checkpoints" / "best.pt"
+        if best_path.exists():  # with train.checkpoint_every > 1, best.pt may be newer than last.pt
+            newer = checkpoint.load(best_path)["best"]
+            if newer["epoch"] > best["epoch"]:
+                best = newer
         tracker.truncate(saved["epoch"])
         log(f"resuming {run_dir} at epoch {start_epoch}")
 
@@ -435,7 +440,14 @@ def run_job(
                     checkpoint.save_atomic(make_checkpoint(epoch, weights), run_dir / "checkpoints" / "best.pt")
             else:
                 stale += 1
-            if ddp.main:
+            patience_out = bool(t.early_stopping and stale >= t.early_stopping)
+            time_out = False
+            if t.max_minutes and epoch < t.epochs:  # every rank stops at the same epoch
+                time_out = ddp.sum(float(elapsed >= 60 * t.max_minutes))[0] > 0
+            stopping = patience_out or time_out
+            # last.pt holds the optimiser state too (3x the weights): on a large model written
+            # every epoch it can cost more than the epoch, so it may be thinned out
+            if ddp.main and (epoch % t.checkpoint_every == 0 or epoch == t.epochs or stopping):
                 state = make_checkpoint(epoch, {k: v.detach().cpu() for k, v in model.state_dict().items()})
                 state.update(optimizer=optimizer.state_dict(), rng=rng_state())
                 if ema is not None:
@@ -452,8 +464,12 @@ def run_job(
                 val = f" val_acc {row['val_acc']:.3f}" if "val_acc" in row else ""
                 log(f"{cfg.name} {run_dir.name} epoch {epoch}/{t.epochs} loss {row['train_loss']:.4f} "
                     f"acc {row['train_acc']:.3f}{val} ({row['epoch_time_s']:.1f}s)")
-            if t.early_stopping and stale >= t.early_stopping:
+            if patience_out:
                 log(f"early stopping at epoch {epoch}: no validation improvement for {stale} epochs")
+                break
+            if time_out:
+                log(f"{cfg.name} {run_dir.name}: train.max_minutes={t.max_minutes} reached after epoch {epoch} "
+                    f"of {t.epochs}; selecting and testing what it has")
                 break
     except KeyboardInterrupt:
         interrupted = True
@@ -464,7 +480,8 @@ def run_job(
             tracker.close()
     if interrupted:
         raise Interrupted(
-            f"interrupted; the last finished epoch is saved in {run_dir}/checkpoints/last.pt. "
+            f"interrupted; the latest checkpoint (every train.checkpoint_every = {t.checkpoint_every} epochs) "
+            f"is {run_dir}/checkpoints/last.pt. "
             f"Continue with --resume {run_dir}"
         )
 
