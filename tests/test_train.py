@@ -401,3 +401,58 @@ def test_max_minutes_stops_then_selects_and_tests(tiny_esc10, tmp_path, capsys):
     assert summary["epochs_run"] == 1 and len(metrics(tmp_path / "run")) == 1
     assert summary["best_epoch"] == 1 and "test_acc" in summary and (tmp_path / "run" / "done").exists()
     assert checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")["epoch"] == 1  # saved on stopping
+
+
+def _items_at(root: Path, rates: list[int]) -> list:
+    from soundformer.data.sources import Item
+
+    root.mkdir(parents=True, exist_ok=True)
+    items = []
+    for k, sr in enumerate(rates):
+        path = root / f"{k}.wav"
+        sf.write(path, np.zeros(sr // 10, dtype=np.float32), sr)
+        items.append(Item(path, 0, "a", 1, str(k)))
+    return items
+
+
+@pytest.mark.parametrize("rates, f_max, expected", [
+    ([8000] * 5 + [11025] * 5, 0.0, 4000.0),  # mixed low rates: the lower bandwidth
+    ([44100] * 19 + [8000], 0.0, 0.0),  # one low-rate clip in twenty does not narrow everyone
+    ([48000, 22050, 16000], 0.0, 0.0),  # at or above audio.sample_rate: nothing to fit
+    ([11025] * 4, 0.0, 5512.5),
+    ([11025] * 4, 3000.0, 3000.0),  # an explicit, lower f_max stays
+])
+def test_fit_bandwidth_caps_f_max_at_the_training_clips_bandwidth(tmp_path, rates, f_max, expected):
+    from soundformer.train import fit_bandwidth
+
+    cfg = load_config("logmel-transformer", [f"features.f_max={f_max}"])
+    messages = []
+    fitted = fit_bandwidth(cfg, _items_at(tmp_path, rates), messages.append)
+    assert fitted.features.f_max == expected
+    assert cfg.features.f_max == f_max  # the caller's config is left alone
+    assert bool(messages) == (expected != f_max)
+    off = load_config("logmel-transformer", [f"features.f_max={f_max}", "features.fit_bandwidth=false"])
+    assert fit_bandwidth(off, _items_at(tmp_path, rates), messages.append).features.f_max == f_max
+    waveform = load_config("seed-cnn")
+    assert fit_bandwidth(waveform, _items_at(tmp_path, rates), messages.append) is waveform
+
+
+def test_fitted_bandwidth_is_saved_and_comes_from_training_clips_only(tmp_path, capsys):
+    """Tiny ESC-10 at 8 kHz: the run's config.yaml and checkpoint say f_max 4000 and its mel
+    filterbank stops there; test-fold clips at 8 kHz among 16-kHz training clips change nothing."""
+    data = write_esc10(tmp_path / "low", sr=8000)
+    cfg = tiny_cfg("train.epochs=1")
+    m = load_manifest(data)
+    run_job(cfg, m, one_job(m, cfg), tmp_path / "r", progress=False)
+    assert "features.f_max set to 4000 Hz" in capsys.readouterr().out
+    assert load_config(str(tmp_path / "r" / "config.yaml")).features.f_max == 4000
+    saved = checkpoint.load(tmp_path / "r" / "checkpoints" / "model.pt")
+    assert saved["config"]["features"]["f_max"] == 4000 and cfg.features.f_max == 0
+
+    mixed = write_esc10(tmp_path / "mixed", sr=16000)
+    for p in mixed.rglob("5-*.wav"):  # the test fold at 8 kHz
+        sf.write(p, np.zeros(8000, dtype=np.float32), 8000)
+    m = load_manifest(mixed)
+    run_job(cfg, m, one_job(m, cfg), tmp_path / "r2", progress=False)
+    assert "features.f_max set" not in capsys.readouterr().out
+    assert load_config(str(tmp_path / "r2" / "config.yaml")).features.f_max == 0

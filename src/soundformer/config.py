@@ -46,6 +46,9 @@ class FeatureConfig:
     n_mels: int = 64  # mel bands
     f_min: float = 0.0  # lowest mel frequency (Hz)
     f_max: float = 0.0  # 0 = sample_rate / 2
+    # cap f_max at half the native sample rate that 90 % of the training clips reach: mel bands
+    # above a clip's bandwidth hold only resampling residue (and a cue to the recording's rate)
+    fit_bandwidth: bool = True
     compression: str = "log"  # log|pcen|log+pcen: log of the mel power, per-channel energy normalisation, or both as two channels
     normalize: bool = True  # per-mel-bin mean/std from the training data
 

@@ -11,6 +11,7 @@ chosen with the validation data.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -89,6 +90,32 @@ def warmup_ema_update(decay: float):
 
 def window_samples(cfg: Config) -> int:
     return int(round(cfg.audio.window_seconds * cfg.audio.sample_rate))
+
+
+def fit_bandwidth(cfg: Config, train_items: list[Item], log: Callable[[str], None]) -> Config:
+    """``features.fit_bandwidth``: a copy of ``cfg`` whose mel bands stop at half the native
+    sample rate that 90 % of the training clips reach (their 10th percentile), where that is
+    below ``features.f_max``. Only the training clips are read, and only their headers."""
+    f = cfg.features
+    if f.kind != "logmel" or not f.fit_bandwidth or not train_items:
+        return cfg
+    rates = [r for r in (audio_io.native_sample_rate(it.path) for it in train_items) if r]
+    if not rates:
+        return cfg
+    limit = float(np.percentile(rates, 10, method="lower")) / 2
+    current = f.f_max or cfg.audio.sample_rate / 2
+    if limit >= current:
+        return cfg
+    if limit <= f.f_min:
+        log(f"warning: features.f_min={f.f_min} is above the training clips' bandwidth ({limit:g} Hz); "
+            f"mel bands left as they are")
+        return cfg
+    cfg = copy.deepcopy(cfg)
+    cfg.features.f_max = limit
+    log(f"features.f_max set to {limit:g} Hz: a tenth or more of the training clips are sampled at "
+        f"{2 * limit:g} Hz or less, so for them bands above hold no signal "
+        f"(features.fit_bandwidth=false keeps {current:g} Hz)")
+    return cfg
 
 
 def load_split_audio(cfg: Config, split: Split, *, progress: bool, log: Callable[[str], None]) -> dict[str, Clips]:
@@ -297,6 +324,8 @@ def run_job(
     if not ddp.main:
         def log(_message: str) -> None:  # only rank 0 talks
             pass
+    if not resume:  # a resumed run keeps its saved, already fitted config
+        cfg = fit_bandwidth(cfg, split.train, log)
     if ddp.main:
         save_config(cfg, run_dir / "config.yaml")
 

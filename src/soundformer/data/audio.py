@@ -53,6 +53,14 @@ def decode(path: str | Path, sample_rate: int) -> np.ndarray:
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def native_sample_rate(path: str | Path) -> int | None:
+    """The file's own sample rate from its header (None where the header cannot be read)."""
+    try:
+        return int(sf.info(str(path)).samplerate)
+    except (RuntimeError, OSError, TypeError, ValueError):  # LibsndfileError is a RuntimeError
+        return None
+
+
 def _cache_path(path: Path, sample_rate: int) -> Path:
     st = path.stat()
     key = f"v{CACHE_VERSION}|{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{sample_rate}"
