@@ -52,15 +52,16 @@ def modulation_features(wav: np.ndarray, *, sample_rate: int, n_fft: int, hop: i
     return feats
 
 
-def fold_predictions(features: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
-    """Each clip's predicted label from the model fitted on the other folds."""
-    guess = np.empty_like(labels)
+def fold_probabilities(features: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> np.ndarray:
+    """(clips, classes) each clip's class probabilities from the model fitted on the other folds."""
+    n_classes = int(labels.max()) + 1
+    probs = np.zeros((len(labels), n_classes))
     for fold in np.unique(folds):
         train, test = folds != fold, folds == fold
         clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000))
         clf.fit(features[train], labels[train])
-        guess[test] = clf.predict(features[test])
-    return guess
+        probs[np.ix_(test, clf.classes_)] = clf.predict_proba(features[test])
+    return probs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bins", type=int, default=16, help="modulation-frequency bin edges (default: %(default)s)")
     ap.add_argument("--with-spectrum", action="store_true",
                     help="add each band's mean and spread of log energy (spectral shape) to the features")
+    ap.add_argument("--save-probs", default="", metavar="NPZ",
+                    help="write each clip's out-of-fold class probabilities per setting (for benchmarks/late_fusion.py)")
     ap.add_argument("--clips", default="", help="comma-separated file names whose predictions to print")
     args = ap.parse_args(argv)
     settings = []
@@ -95,10 +98,13 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|---|---|")
     wanted = {c.strip() for c in args.clips.split(",") if c.strip()}
     named = []
+    saved = {"paths": np.array([str(it.path.resolve()) for it in manifest.items]), "labels": labels, "folds": folds}
     for n_fft, hop in settings:
         feats = np.stack([modulation_features(w, sample_rate=args.sample_rate, n_fft=n_fft, hop=hop, bands=args.bands,
                                               bins=args.bins, with_spectrum=args.with_spectrum) for w in wavs])
-        guess = fold_predictions(feats, labels, folds)
+        probs = fold_probabilities(feats, labels, folds)
+        saved[f"probs_{n_fft}_{hop}"] = probs
+        guess = probs.argmax(1)
         accs = 100 * np.array([(guess[folds == f] == labels[folds == f]).mean() for f in np.unique(folds)])
         ms = f"{1000 * n_fft / args.sample_rate:g} / {1000 * hop / args.sample_rate:g}"
         print(f"| {n_fft} / {hop} | {ms} | {' / '.join(f'{a:.1f}' for a in accs)} | {accs.mean():.2f} % |")
@@ -107,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
                 named.append(f"{n_fft}/{hop}  {it.path.name}  {it.class_name} -> {manifest.classes[g]}")
     if named:
         print("\n".join(["", "named clips (window/hop, clip, true -> predicted):", *named]))
+    if args.save_probs:
+        np.savez(args.save_probs, **saved)
+        print(f"out-of-fold probabilities: {args.save_probs} (keys {', '.join(k for k in saved if k.startswith('probs'))})")
     return 0
 
 

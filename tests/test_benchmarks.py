@@ -226,3 +226,49 @@ def test_modulation_probe_finds_a_rotor_rate_and_scores_each_setting(tmp_path):
                           "--settings", "512-160"], capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert bad.returncode != 0 and "WINDOW/HOP" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_late_fusion_averages_in_out_of_fold_probabilities(tmp_path):
+    """The probe's --save-probs output lines up with a cv folder's test predictions by clip, and
+    the fused row is the weighted average of the two."""
+    import numpy as np
+
+    from .conftest import write_esc10
+
+    data = write_esc10(tmp_path / "esc10", seconds=1.0)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    probs_file = tmp_path / "probe.npz"
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "modulation_probe.py"), str(data),
+                          "--sample-rate", "8000", "--seconds", "1", "--settings", "256/80", "--bands", "8",
+                          "--with-spectrum", "--save-probs", str(probs_file)], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    probe = np.load(probs_file)
+    n_classes = 3  # write_esc10's classes, one clip per class and fold
+    assert probe["probs_256_80"].shape == (5 * n_classes, n_classes)
+    assert np.allclose(probe["probs_256_80"].sum(1), 1)
+    # a fake cv folder of five fold models: one confident, right answer per clip, except that
+    # fold 1's models put all their weight on class 0
+    folder = tmp_path / "cv"
+    folds, labels, paths = probe["folds"], probe["labels"], probe["paths"]
+    jobs = [f"test{f}" for f in range(1, 6)]
+    folder.mkdir()
+    (folder / "cv_summary.json").write_text(json.dumps({"jobs_planned": jobs}))
+    for f, job in zip(range(1, 6), jobs):
+        inside = folds == f
+        p = np.eye(n_classes)[labels[inside]] if f != 1 else np.eye(n_classes)[np.zeros(inside.sum(), int)]
+        (folder / job).mkdir()
+        # another copy of the data set, elsewhere: only class folder / file name must match
+        np.savez(folder / job / "predictions.npz", test_probs=p, test_labels=labels[inside],
+                 test_paths=np.array(["/elsewhere/" + "/".join(Path(s).parts[-2:]) for s in paths[inside]]))
+    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "late_fusion.py"), str(folder),
+                          "--other", str(probs_file), "--weight", "0.5"], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr
+    rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in run.stdout.splitlines()[2:]}
+    run_row = rows["1 run(s) averaged"]
+    assert run_row[0].strip() == "33.3 / 100.0 / 100.0 / 100.0 / 100.0" and run_row[2].strip() == "2"
+    fused = 0.5 * np.eye(n_classes)[np.where(folds == 1, 0, labels)] + 0.5 * probe["probs_256_80"]
+    expected_errors = int((fused.argmax(1) != labels).sum())
+    assert rows["fused, weight 0.5"][2].strip() == str(expected_errors)
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "late_fusion.py"), str(folder),
+                          "--other", str(probs_file), "--key", "probs_1_2"], capture_output=True, text=True, env=env)
+    assert bad.returncode != 0 and "probs_256_80" in bad.stderr and "Traceback" not in bad.stderr
