@@ -85,7 +85,7 @@ def _run_one(args) -> tuple[str, dict | None, str | None]:
         return job.name, summary, None
     except Interrupted:  # Ctrl-C stops the cross-validation, not just this fold
         raise Interrupted(
-            f"interrupted in {run_dir}; its last finished epoch is saved. Run the same command again to "
+            f"interrupted in {run_dir}; its latest checkpoint is saved. Run the same command again to "
             f"continue: finished folds are skipped and this one resumes"
         ) from None
     except _E as exc:
