@@ -175,6 +175,20 @@ def test_gpu_sweep_runs_each_variant_and_seed_in_smoke_mode(tiny_esc10, tmp_path
     assert "label_smoothing: 0.1" in saved and "seed: 1" in saved
 
 
+@pytest.mark.slow
+def test_gpu_seed_heads_runs_the_three_head_counts_in_smoke_mode(tiny_esc10, tmp_path):
+    env = {**os.environ, "SMOKE": "1", "PYTHON": sys.executable, "SOUNDFORMER_CACHE": str(tmp_path / "cache")}
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_seed_heads.sh"), str(tiny_esc10), str(tmp_path / "h"),
+                          "2.5"], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    walls = (tmp_path / "h" / "logs" / "walltimes.txt").read_text()
+    for h in (1, 2, 4):
+        assert f"seed_h{h} rc=0" in walls
+        summary = json.loads((tmp_path / "h" / f"seed_h{h}" / "cv_summary.json").read_text())
+        assert summary["protocol"] == "report" and len(summary["jobs_planned"]) == 4
+        saved = (tmp_path / "h" / f"seed_h{h}" / "val1" / "config.yaml").read_text()
+        assert f"heads: {h}" in saved and "max_minutes: 2.5" in saved and "checkpoint_every: 25" in saved
+
 def test_curves_reads_unfinished_runs_and_reports_best_and_last(tmp_path):
     head = "epoch,lr,train_loss,train_acc,val_loss,val_acc,epoch_time_s,data_wait_frac\n"
     for job, vals in (("val1", [0.1, 0.5, 0.4]), ("val2", [0.1, 0.1])):
