@@ -22,6 +22,11 @@ from pathlib import Path
 import numpy as np
 
 
+def clip_key(path) -> str:
+    """A path cut to its last two parts (class folder / file name)."""
+    return "/".join(Path(str(path)).parts[-2:])
+
+
 def fold_predictions(folder: Path) -> dict[str, dict]:
     """job -> {paths, labels, probs, classes}, clips sorted by path so folders line up.
 
@@ -31,7 +36,7 @@ def fold_predictions(folder: Path) -> dict[str, dict]:
     out = {}
     for job in jobs:
         d = np.load(folder / job / "predictions.npz")
-        paths = np.array(["/".join(Path(str(p)).parts[-2:]) for p in d["test_paths"]])
+        paths = np.array([clip_key(p) for p in d["test_paths"]])
         order = np.argsort(paths)
         out[job] = {"paths": paths[order], "labels": d["test_labels"][order],
                     "probs": d["test_probs"][order], "classes": [str(c) for c in d["classes"]]}

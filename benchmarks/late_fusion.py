@@ -16,25 +16,20 @@ preset's two); it is never fitted on the test folds, which every figure here is 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+from hard_clips import clip_key, fold_predictions
 
-
-def key(path: str) -> str:
-    """The last two parts of a path (class folder / file), so copies of a data set line up."""
-    return "/".join(Path(str(path)).parts[-2:])
+# clip_key cuts a path to class folder / file name, so copies of a data set in other places line up
 
 
 def run_probabilities(folder: Path) -> dict[str, tuple[int, int, np.ndarray]]:
     """clip -> (test fold index, label, probabilities) over a cv folder's fold models."""
-    jobs = json.loads((folder / "cv_summary.json").read_text())["jobs_planned"]
     out = {}
-    for j, job in enumerate(jobs):
-        d = np.load(folder / job / "predictions.npz")
-        for p, y, pr in zip(d["test_paths"], d["test_labels"], d["test_probs"]):
-            out[key(p)] = (j, int(y), pr)
+    for j, job in enumerate(fold_predictions(folder).values()):
+        for p, y, pr in zip(job["paths"], job["labels"], job["probs"]):
+            out[str(p)] = (j, int(y), pr)
     return out
 
 
@@ -56,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.key or (choices[0] if len(choices) == 1 else "")
     if name not in choices:
         raise SystemExit(f"--key: choose one of {', '.join(choices)} in {args.other}")
-    other_probs = {key(p): pr for p, pr in zip(other["paths"], other[name])}
+    other_probs = {clip_key(p): pr for p, pr in zip(other["paths"], other[name])}
 
     runs = [run_probabilities(f) for f in args.folders]
     clips = sorted(runs[0])

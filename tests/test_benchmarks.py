@@ -147,11 +147,16 @@ def test_speed_training_step_updates_the_model_and_keeps_labels_on_its_device():
 
 
 @pytest.mark.slow
-def test_gpu_session_script_runs_end_to_end_in_smoke_mode(tiny_esc10, tmp_path):
-    env = {**os.environ, "SMOKE": "1", "PYTHON": sys.executable, "SOUNDFORMER_CACHE": str(tmp_path / "cache")}
-    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_session.sh"), str(tiny_esc10), str(tmp_path / "g"),
-                          "3000"], capture_output=True, text=True, env=env, cwd=ROOT)
+def run_smoke(script: str, tmp_path: Path, *args: str, **env: str) -> None:
+    """Run a GPU benchmark script on the CPU in its SMOKE mode; it must exit 0."""
+    env = {**os.environ, "SMOKE": "1", "PYTHON": sys.executable, "SOUNDFORMER_CACHE": str(tmp_path / "cache"), **env}
+    out = subprocess.run(["bash", str(ROOT / "benchmarks" / script), *args], capture_output=True, text=True,
+                         env=env, cwd=ROOT)
     assert out.returncode == 0, out.stderr
+
+
+def test_gpu_session_script_runs_end_to_end_in_smoke_mode(tiny_esc10, tmp_path):
+    run_smoke("gpu_session.sh", tmp_path, str(tiny_esc10), str(tmp_path / "g"), "3000")
     walls = (tmp_path / "g" / "gpu_runs" / "logs" / "walltimes.txt").read_text()
     for job in ("seed_h1", "seed_h2", "seed_h4", "seed_cnn", "collapse_time", "lt_gpu_s0", "lt_wide_s0"):
         assert f"{job} rc=0" in walls
@@ -162,11 +167,8 @@ def test_gpu_session_script_runs_end_to_end_in_smoke_mode(tiny_esc10, tmp_path):
 def test_gpu_sweep_runs_each_variant_and_seed_in_smoke_mode(tiny_esc10, tmp_path):
     variants = tmp_path / "variants.txt"
     variants.write_text("# comment line\nbase\n\nls01  --set train.label_smoothing=0.1\n")
-    env = {**os.environ, "SMOKE": "1", "SEEDS": "0 1", "PYTHON": sys.executable,
-           "SOUNDFORMER_CACHE": str(tmp_path / "cache")}
-    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_sweep.sh"), str(tiny_esc10), str(tmp_path / "s"),
-                          str(variants), "3000", "2"], capture_output=True, text=True, env=env, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
+    run_smoke("gpu_sweep.sh", tmp_path, str(tiny_esc10), str(tmp_path / "s"), str(variants), "3000", "2",
+              SEEDS="0 1")
     walls = (tmp_path / "s" / "logs" / "walltimes.txt").read_text()
     for run in ("base_s0", "base_s1", "ls01_s0", "ls01_s1"):
         assert f"{run} rc=0" in walls
@@ -177,10 +179,7 @@ def test_gpu_sweep_runs_each_variant_and_seed_in_smoke_mode(tiny_esc10, tmp_path
 
 @pytest.mark.slow
 def test_gpu_seed_heads_runs_the_three_head_counts_in_smoke_mode(tiny_esc10, tmp_path):
-    env = {**os.environ, "SMOKE": "1", "PYTHON": sys.executable, "SOUNDFORMER_CACHE": str(tmp_path / "cache")}
-    out = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu_seed_heads.sh"), str(tiny_esc10), str(tmp_path / "h"),
-                          "2.5"], capture_output=True, text=True, env=env, cwd=ROOT)
-    assert out.returncode == 0, out.stderr
+    run_smoke("gpu_seed_heads.sh", tmp_path, str(tiny_esc10), str(tmp_path / "h"), "2.5")
     walls = (tmp_path / "h" / "logs" / "walltimes.txt").read_text()
     for h in (1, 2, 4):
         assert f"seed_h{h} rc=0" in walls
@@ -188,6 +187,7 @@ def test_gpu_seed_heads_runs_the_three_head_counts_in_smoke_mode(tiny_esc10, tmp
         assert summary["protocol"] == "report" and len(summary["jobs_planned"]) == 4
         saved = (tmp_path / "h" / f"seed_h{h}" / "val1" / "config.yaml").read_text()
         assert f"heads: {h}" in saved and "max_minutes: 2.5" in saved and "checkpoint_every: 25" in saved
+
 
 def test_curves_reads_unfinished_runs_and_reports_best_and_last(tmp_path):
     head = "epoch,lr,train_loss,train_acc,val_loss,val_acc,epoch_time_s,data_wait_frac\n"
@@ -273,7 +273,7 @@ def test_late_fusion_averages_in_out_of_fold_probabilities(tmp_path):
         (folder / job).mkdir()
         # another copy of the data set, elsewhere: only class folder / file name must match
         np.savez(folder / job / "predictions.npz", test_probs=p, test_labels=labels[inside],
-                 test_paths=np.array(["/elsewhere/" + "/".join(Path(s).parts[-2:]) for s in paths[inside]]))
+                 classes=np.array(["a", "b", "c"]), test_paths=np.array(["/elsewhere/" + "/".join(Path(s).parts[-2:]) for s in paths[inside]]))
     run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "late_fusion.py"), str(folder),
                           "--other", str(probs_file), "--weight", "0.5"], capture_output=True, text=True, env=env)
     assert run.returncode == 0, run.stderr

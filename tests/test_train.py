@@ -438,8 +438,8 @@ def test_fit_bandwidth_caps_f_max_at_the_training_clips_bandwidth(tmp_path, rate
 
 
 def test_fitted_bandwidth_is_saved_and_comes_from_training_clips_only(tmp_path, capsys):
-    """Tiny ESC-10 at 8 kHz: the run's config.yaml and checkpoint say f_max 4000 and its mel
-    filterbank stops there; test-fold clips at 8 kHz among 16-kHz training clips change nothing."""
+    """Tiny ESC-10 at 8 kHz: the run's config.yaml and checkpoint say f_max 4000; test-fold clips
+    at 8 kHz among 16-kHz training clips change nothing."""
     data = write_esc10(tmp_path / "low", sr=8000)
     cfg = tiny_cfg("train.epochs=1")
     m = load_manifest(data)
