@@ -146,7 +146,6 @@ def test_speed_training_step_updates_the_model_and_keeps_labels_on_its_device():
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 
-@pytest.mark.slow
 def run_smoke(script: str, tmp_path: Path, *args: str, **env: str) -> None:
     """Run a GPU benchmark script on the CPU in its SMOKE mode; it must exit 0."""
     env = {**os.environ, "SMOKE": "1", "PYTHON": sys.executable, "SOUNDFORMER_CACHE": str(tmp_path / "cache"), **env}
@@ -155,6 +154,7 @@ def run_smoke(script: str, tmp_path: Path, *args: str, **env: str) -> None:
     assert out.returncode == 0, out.stderr
 
 
+@pytest.mark.slow
 def test_gpu_session_script_runs_end_to_end_in_smoke_mode(tiny_esc10, tmp_path):
     run_smoke("gpu_session.sh", tmp_path, str(tiny_esc10), str(tmp_path / "g"), "3000")
     walls = (tmp_path / "g" / "gpu_runs" / "logs" / "walltimes.txt").read_text()
