@@ -1,9 +1,10 @@
 """Would a different kind of model add to the preset? Average its out-of-fold probabilities in.
 
 Takes standard-protocol cv folders (each fold model's test probabilities, predictions.npz) and
-the out-of-fold probabilities of another model for the same clips (an .npz with ``paths``,
-``labels`` and ``probs_*`` arrays, as ``benchmarks/modulation_probe.py --save-probs`` writes),
-and prints per-fold accuracy for the runs alone, the other model alone and the two averaged:
+the out-of-fold probabilities of another model for the same clips (another standard-protocol cv
+folder, or an .npz with ``paths``, ``labels`` and ``probs_*`` arrays, as
+``benchmarks/modulation_probe.py --save-probs`` writes), and prints per-fold accuracy for the
+runs alone, the other model alone and the two averaged:
 
     fused = (1 - weight) * run + weight * other
 
@@ -11,6 +12,10 @@ and prints per-fold accuracy for the runs alone, the other model alone and the t
 preset's two); it is never fitted on the test folds, which every figure here is measured on.
 
     python benchmarks/late_fusion.py runs/v18_ens_s0 --other runs/probe.npz --key probs_512_80
+    python benchmarks/late_fusion.py runs/v19_one_s0 runs/v21_pcen_s0 --other runs/v20_mod_s0
+
+Since an ensemble's members train apart (each its own loss), fusing a separately trained member
+at weight 1/3 with a two-member run is what a three-member run would give, up to the seed.
 """
 
 from __future__ import annotations
@@ -40,18 +45,23 @@ def fold_accuracies(folds: np.ndarray, labels: np.ndarray, probs: np.ndarray) ->
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folders", nargs="+", type=Path, help="standard-protocol cv folders (averaged if several)")
-    ap.add_argument("--other", required=True, type=Path, help=".npz of out-of-fold probabilities")
+    ap.add_argument("--other", required=True, type=Path,
+                    help="a standard-protocol cv folder, or an .npz of out-of-fold probabilities")
     ap.add_argument("--key", default="", help="which probs_* array of --other (default: the only one)")
     ap.add_argument("--weight", type=float, default=1 / 3, help="share of the other model (default: 1/3)")
     args = ap.parse_args(argv)
     if not 0 <= args.weight <= 1:
         raise SystemExit(f"--weight must be in [0, 1], got {args.weight}")
-    other = np.load(args.other)
-    choices = [k for k in other.files if k.startswith("probs")]
-    name = args.key or (choices[0] if len(choices) == 1 else "")
-    if name not in choices:
-        raise SystemExit(f"--key: choose one of {', '.join(choices)} in {args.other}")
-    other_probs = {clip_key(p): pr for p, pr in zip(other["paths"], other[name])}
+    if args.other.is_dir():
+        name = "cv run"
+        other_probs = {c: pr for c, (_, _, pr) in run_probabilities(args.other).items()}
+    else:
+        other = np.load(args.other)
+        choices = [k for k in other.files if k.startswith("probs")]
+        name = args.key or (choices[0] if len(choices) == 1 else "")
+        if name not in choices:
+            raise SystemExit(f"--key: choose one of {', '.join(choices)} in {args.other}")
+        other_probs = {clip_key(p): pr for p, pr in zip(other["paths"], other[name])}
 
     runs = [run_probabilities(f) for f in args.folders]
     clips = sorted(runs[0])

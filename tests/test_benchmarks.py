@@ -286,3 +286,18 @@ def test_late_fusion_averages_in_out_of_fold_probabilities(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "late_fusion.py"), str(folder),
                           "--other", str(probs_file), "--key", "probs_1_2"], capture_output=True, text=True, env=env)
     assert bad.returncode != 0 and "probs_256_80" in bad.stderr and "Traceback" not in bad.stderr
+    # the other model may be a cv folder too: here one that is right everywhere
+    right = tmp_path / "cv_right"
+    right.mkdir()
+    (right / "cv_summary.json").write_text(json.dumps({"jobs_planned": jobs}))
+    for f, job in zip(range(1, 6), jobs):
+        inside = folds == f
+        (right / job).mkdir()
+        np.savez(right / job / "predictions.npz", test_probs=np.eye(n_classes)[labels[inside]],
+                 test_labels=labels[inside], classes=np.array(["a", "b", "c"]), test_paths=paths[inside])
+    for weight, errors in (("0.4", "2"), ("0.6", "0")):  # fold 1: the run's wrong class 0 outweighs, then not
+        run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "late_fusion.py"), str(folder),
+                              "--other", str(right), "--weight", weight], capture_output=True, text=True, env=env)
+        assert run.returncode == 0, run.stderr
+        rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in run.stdout.splitlines()[2:]}
+        assert rows["cv_right [cv run]"][2].strip() == "0" and rows[f"fused, weight {weight}"][2].strip() == errors

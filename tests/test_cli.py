@@ -58,6 +58,14 @@ def test_summary_prints_report_parameter_count(capsys):
     assert "non-trainable params    0" in out
 
 
+def test_summary_describes_the_modulation_model(capsys):
+    assert main(["summary", "--preset", "logmel-transformer", "--set", "model.ensemble=[]",
+                 "--set", "model.name=modulation_linear"]) == 0
+    out = capsys.readouterr().out
+    assert "modulation spectra of 16 mel bands at 32/5 ms" in out
+    assert "trainable parameters    2,730" in out  # (16 bands x 15 bins + 32 levels) x 10 classes + 10
+
+
 def test_training_refuses_bad_files_unless_skipped(tiny_esc10, tmp_path, capsys):
     bad = tiny_esc10 / "002 - beta" / "2-999-A.wav"
     bad.write_bytes(b"RIFF....WAVEfmt garbage")

@@ -187,6 +187,70 @@ def test_ensemble_config_is_checked_and_builds_one_model_per_frontend():
         load_config("seed-cnn", ["model.ensemble=[log,pcen]"])
 
 
+def test_modulation_features_match_the_probe_and_find_the_beat():
+    import sys
+    from pathlib import Path
+
+    from soundformer.features import ModulationSpectrum
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from modulation_probe import modulation_features
+
+    sr, n = 16000, 16000 * 2
+    t = np.arange(n) / sr
+    noise = np.random.default_rng(0).standard_normal(n)
+    beating = (noise * (1 + 0.9 * np.sin(2 * np.pi * 20 * t))).astype(np.float32) * 0.1  # loudness beats at 20 Hz
+    spectrum = ModulationSpectrum(sample_rate=sr, window_samples=n, bands=8, bins=12, window_seconds=0.032,
+                                  hop_seconds=0.005)
+    ours = spectrum(torch.from_numpy(beating)[None])[0].numpy()
+    assert ours.shape == (spectrum.n_features,) == (8 * 11 + 16,)
+    reference = modulation_features(beating, sample_rate=sr, n_fft=512, hop=80, bands=8, bins=12, with_spectrum=True)
+    np.testing.assert_allclose(ours, reference, atol=2e-3, rtol=1e-3)
+    edges = np.geomspace(0.5, 100, 12)  # 0.5 Hz to the 200-Hz frame rate's Nyquist frequency
+    beat_bin = int(np.searchsorted(edges, 20)) - 1
+    per_band = ours[: 8 * 11].reshape(8, 11)
+    assert (per_band.argmax(1) == beat_bin).all()  # every band's loudness beats at 20 Hz
+    steady = spectrum(torch.from_numpy((noise * 0.1).astype(np.float32))[None])[0, : 8 * 11].reshape(8, 11)
+    assert (per_band[:, beat_bin] > steady[:, beat_bin].numpy() + 3).all()  # e^3: 20x the power of steady noise
+
+
+def test_modulation_member_config_is_checked_and_joins_the_ensemble():
+    from soundformer.models import ModulationLinear
+
+    cfg = load_config("logmel-transformer", ["model.ensemble=[log,pcen,modulation]", "model.depth=1"])
+    model = build_model(cfg, 10)
+    *spectrogram_models, modulation = model.members()
+    assert len(spectrogram_models) == 2 and isinstance(modulation, ModulationLinear)
+    assert count_parameters(modulation)[0] == (16 * 15 + 32) * 10 + 10  # one linear layer on 272 features
+    model.eval()
+    wav = torch.randn(2, window_samples(cfg)) * 0.1
+    with torch.no_grad():
+        mean = torch.stack([m(wav).softmax(-1) for m in model.members()]).mean(0)
+        torch.testing.assert_close(model(wav).softmax(-1), mean)
+    alone = build_model(load_config("logmel-transformer", ["model.ensemble=[]", "model.name=modulation_linear"]), 10)
+    assert isinstance(alone, ModulationLinear)
+    for bad, message in ((["model.ensemble=[log,log]"], "different members"),
+                         (["model.ensemble=[log,modulation]", "model.name=modulation_linear"], "builds members"),
+                         (["model.ensemble=[log,modulation]", "features.modulation_hop=0"], "modulation_hop"),
+                         (["model.ensemble=[log,modulation]", "features.modulation_window=9"], "modulation_window"),
+                         (["model.ensemble=[]", "model.name=modulation_linear", "features.modulation_bins=1"],
+                          "modulation_bins")):
+        with pytest.raises(SoundformerError, match=message):
+            load_config("logmel-transformer", bad)
+
+
+def test_train_step_masks_only_spectrograms_and_every_member_learns():
+    from soundformer.train import TrainStep
+
+    cfg = load_config("logmel-transformer", ["model.ensemble=[log,modulation]", "model.depth=1",
+                                             "audio.window_seconds=1.0"])
+    model = build_model(cfg, 3)
+    loss, _, _ = TrainStep(model, cfg)(torch.randn(4, 16000) * 0.1, torch.eye(3)[[0, 1, 2, 0]])
+    loss.backward()
+    for member in model.members():
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in member.head.parameters())
+
+
 def test_train_step_gives_each_ensemble_member_its_own_loss():
     from soundformer.train import TrainStep, soft_cross_entropy
 

@@ -30,7 +30,8 @@ def trained(tmp_path_factory):
     variants = {"logmel-transformer": ("logmel-transformer", TINY),  # the preset: a log-mel + PCEN ensemble
                 "single": ("logmel-transformer", [*TINY, "model.ensemble=[]"]),
                 "seed-cnn": ("seed-cnn", ["audio.window_seconds=0.25", "train.epochs=1", "train.threads=1"]),
-                "pcen": ("logmel-transformer", [*TINY, "model.ensemble=[]", "features.compression=log+pcen"])}
+                "pcen": ("logmel-transformer", [*TINY, "model.ensemble=[]", "features.compression=log+pcen"]),
+                "modulation": ("logmel-transformer", [*TINY, "model.ensemble=[log,modulation]"])}
     for name, (preset, extra) in variants.items():
         cfg = load_config(preset, extra)
         run_job(cfg, m, make_split(m, plan_jobs(m, "report")[0], cfg), root / name, progress=False)
@@ -92,14 +93,15 @@ def test_embed_cli(trained, tmp_path):
     assert z["embeddings"].shape == (3, 64) and len(z["paths"]) == 3
 
 
-@pytest.mark.parametrize("preset", ["logmel-transformer", "single", "seed-cnn", "pcen"])
+@pytest.mark.parametrize("preset", ["logmel-transformer", "single", "seed-cnn", "pcen", "modulation"])
 def test_onnx_export_matches_pytorch(trained, tmp_path, preset):
     ort = pytest.importorskip("onnxruntime")
     path = tmp_path / "m.onnx"
     assert main(["export", "--checkpoint", str(trained[preset]), "--format", "onnx", "--out", str(path)]) == 0
     clf = load_model(trained[preset])
     session = ort.InferenceSession(str(path))
-    lengths = [clf.window] if preset == "seed-cnn" else [clf.window, 3000, 16000 * 3 + 17]
+    # the seed CNN's linear layer and the modulation model's DFT are built for one window length
+    lengths = [clf.window] if preset in ("seed-cnn", "modulation") else [clf.window, 3000, 16000 * 3 + 17]
     for batch in (1, 3, 5):
         for n in lengths:
             x = torch.randn(batch, n) * 0.1
@@ -138,3 +140,18 @@ def test_an_ensemble_checkpoint_predicts_the_mean_of_its_members(trained):
     assert clf.embed(wav, 16000).shape == (64,)  # both members' 32-d embeddings side by side
     one = load_model(trained["single"])
     assert one.model.members() == [one.model] and one.embed(wav, 16000).shape == (32,)
+
+
+def test_a_modulation_member_is_fitted_saved_and_predicts(trained):
+    clf = load_model(trained["modulation"])
+    log_member, modulation = clf.model.members()
+    assert type(modulation).__name__ == "ModulationLinear"
+    # its standardisation was fitted on the training clips and saved with the checkpoint
+    assert modulation.frontend.mean.abs().sum() > 0 and not torch.allclose(modulation.frontend.std, torch.ones(1))
+    wav = tone(2, 1.3, 16000)
+    pred = clf.predict(wav, 16000)
+    x = torch.from_numpy(wav[None, :8000])
+    with torch.no_grad():
+        each = [m(x).softmax(-1)[0].numpy() for m in (log_member, modulation)]
+    np.testing.assert_allclose(pred.window_probs[0], np.mean(each, axis=0), atol=1e-5)
+    assert clf.embed(wav, 16000).shape == (32 + modulation.frontend.modulation.n_features,)

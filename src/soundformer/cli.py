@@ -247,8 +247,14 @@ def cmd_summary(args) -> int:
     window = window_samples(cfg)
     windows_per_clip = max(1, round(5.0 / cfg.audio.window_seconds))
     macs = count_macs(model, window) * windows_per_clip
-    front_end = (f"ensemble of {len(cfg.model.ensemble)} models: {' + '.join(cfg.model.ensemble)}"
-                 if cfg.model.ensemble else cfg.features.compression)
+    f = cfg.features
+    if cfg.model.ensemble:
+        front_end = f"ensemble of {len(cfg.model.ensemble)} models: {' + '.join(cfg.model.ensemble)}"
+    elif cfg.model.name == "modulation_linear":
+        front_end = (f"modulation spectra of {f.modulation_bands} mel bands at "
+                     f"{1000 * f.modulation_window:g}/{1000 * f.modulation_hop:g} ms")
+    else:
+        front_end = f.compression
     print(f"preset                  {cfg.name}")
     print(f"model                   {cfg.model.name} ({type(model).__name__})")
     print(f"input                   {cfg.audio.window_seconds:g} s windows at {cfg.audio.sample_rate} Hz "

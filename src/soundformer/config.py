@@ -51,11 +51,16 @@ class FeatureConfig:
     fit_bandwidth: bool = True
     compression: str = "log"  # log|pcen|log+pcen: log of the mel power, per-channel energy normalisation, or both as two channels
     normalize: bool = True  # per-mel-bin mean/std from the training data
+    # the modulation model (model.name=modulation_linear, or "modulation" in model.ensemble)
+    modulation_bands: int = 16  # mel bands whose loudness envelopes are analysed
+    modulation_bins: int = 16  # log-spaced bin edges from 0.5 Hz to the frame rate's Nyquist frequency
+    modulation_window: float = 0.032  # STFT window of those bands (seconds)
+    modulation_hop: float = 0.005  # and its hop (seconds): the envelopes' sampling period
 
 
 @dataclass
 class ModelConfig:
-    name: str = "logmel_transformer"  # seed_cnn|seed_transformer|logmel_cnn|logmel_transformer
+    name: str = "logmel_transformer"  # seed_cnn|seed_transformer|logmel_cnn|logmel_transformer|modulation_linear
     # convolutional front-end (the seed CNN's channels, or the log-mel stem's)
     channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # conv channels per stage
     # transformer encoder
@@ -74,7 +79,7 @@ class ModelConfig:
     stem_double: bool = False  # log-mel stems: two convolutions per block instead of one
     stem_stride: int = 1  # log-mel stems: time stride of the first convolution (2 reads a 10-ms hop at the cost of a 20-ms one)
     max_tokens: int = 1024  # learned positions: table size
-    ensemble: list[str] = field(default_factory=list)  # log-mel models: e.g. [log, pcen] = one complete model per compression (replaces features.compression), trained side by side, probabilities averaged; [] = one model
+    ensemble: list[str] = field(default_factory=list)  # log-mel models: e.g. [log, pcen] = one complete model per compression (replaces features.compression), trained side by side, probabilities averaged; "modulation" adds a modulation_linear member; [] = one model
 
 
 @dataclass
@@ -134,6 +139,8 @@ class Config:
         return dataclasses.asdict(self)
 
 
+MODULATION_MEMBER = "modulation"  # the model.ensemble entry for a modulation_linear member
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.format": ("auto", "esc50", "esc10", "folder", "csv", "urbansound8k"),
     "data.subset": ("", "esc10"),
@@ -141,7 +148,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "augment.mixup_domain": ("features", "waveform"),
     "features.kind": ("waveform", "logmel"),
     "features.compression": ("log", "pcen", "log+pcen"),
-    "model.name": ("seed_cnn", "seed_transformer", "logmel_cnn", "logmel_transformer"),
+    "model.name": ("seed_cnn", "seed_transformer", "logmel_cnn", "logmel_transformer", "modulation_linear"),
     "model.positions": ("sinusoidal", "learned"),
     "model.attention": ("manual", "fused"),
     "model.token_layout": ("channels", "time"),
@@ -307,6 +314,23 @@ def apply_override(cfg: Config, item: str) -> None:
 # --------------------------------------------------------------------------- validation
 
 
+def _check_modulation(f: FeatureConfig, a: AudioConfig) -> None:
+    """The modulation model's settings (features.modulation_*)."""
+    if f.modulation_bands < 1 or f.modulation_bins < 2:
+        raise SoundformerError(f"features.modulation_bands must be >= 1 and features.modulation_bins >= 2 "
+                               f"(bin edges), got {f.modulation_bands} and {f.modulation_bins}")
+    if not 1 / a.sample_rate <= f.modulation_hop <= 0.5:
+        raise SoundformerError(f"features.modulation_hop={f.modulation_hop} s must be between one sample "
+                               f"(1/{a.sample_rate} s) and 0.5 s (its Nyquist frequency must exceed 0.5 Hz)")
+    if not f.modulation_hop <= f.modulation_window <= a.window_seconds:
+        raise SoundformerError(f"features.modulation_window={f.modulation_window} s must be at least "
+                               f"features.modulation_hop ({f.modulation_hop} s) and at most audio.window_seconds "
+                               f"({a.window_seconds} s)")
+    if a.window_seconds < 4 * f.modulation_hop:
+        raise SoundformerError(f"audio.window_seconds={a.window_seconds} holds too few frames of "
+                               f"features.modulation_hop={f.modulation_hop} s for a modulation spectrum")
+
+
 def validate(cfg: Config) -> None:
     """Raise SoundformerError naming the first impossible setting."""
     for dotted, allowed in CHOICES.items():
@@ -354,7 +378,7 @@ def validate(cfg: Config) -> None:
         value = getattr(m, key)
         if not 0 <= value < 1:
             raise SoundformerError(f"model.{key} must be in [0, 1), got {value}")
-    needs_logmel = m.name.startswith("logmel")
+    needs_logmel = m.name.startswith("logmel") or m.name == "modulation_linear"
     if needs_logmel and f.kind != "logmel":
         raise SoundformerError(f"model.name={m.name} needs features.kind=logmel")
     if not needs_logmel and f.kind != "waveform":
@@ -370,17 +394,23 @@ def validate(cfg: Config) -> None:
         if not needs_logmel:
             raise SoundformerError(f"model.ensemble lists front-end compressions, which only log-mel models have; "
                                    f"set model.ensemble=[] for model.name={m.name}")
-        bad = [c for c in m.ensemble if c not in CHOICES["features.compression"]]
-        if bad or len(m.ensemble) < 2:
-            raise SoundformerError(f"model.ensemble={listed} must list two or more of "
-                                   f"{', '.join(CHOICES['features.compression'])} (e.g. [log, pcen]), or be []")
+        kinds = (*CHOICES["features.compression"], MODULATION_MEMBER)
+        bad = [c for c in m.ensemble if c not in kinds]
+        if bad or len(m.ensemble) < 2 or len(set(m.ensemble)) < len(m.ensemble):
+            raise SoundformerError(f"model.ensemble={listed} must list two or more different members from "
+                                   f"{', '.join(kinds)} (e.g. [log, pcen]), or be []")
+        if m.name == "modulation_linear":
+            raise SoundformerError(f"model.ensemble={listed} builds members of model.name; set model.name to "
+                                   f"logmel_transformer or logmel_cnn, and list {MODULATION_MEMBER} for a modulation member")
         if f.compression != "log":  # the default; anything else would be silently replaced
             raise SoundformerError(
                 f"features.compression={f.compression} has no effect while model.ensemble={listed} names "
                 f"each member's front-end: set model.ensemble=[] for one {f.compression} model, or list "
                 f"{f.compression} in model.ensemble"
             )
-    compressions = m.ensemble or [f.compression]
+    if m.name == "modulation_linear" or MODULATION_MEMBER in m.ensemble:
+        _check_modulation(f, a)
+    compressions = [c for c in m.ensemble if c != MODULATION_MEMBER] or [f.compression]
     if g.eq_db and any(c != "log" for c in compressions):
         raise SoundformerError(f"augment.eq_db adds gains in the log-mel domain; it does not apply to "
                                f"compression {', '.join(c for c in compressions if c != 'log')}: set augment.eq_db=0 "

@@ -16,14 +16,15 @@ from pathlib import Path
 import torch
 
 from .errors import SoundformerError
+from .features import LogMel
 from .predict import Classifier
 
 
 def set_matmul_dft(model, on: bool) -> None:
-    """Switch every log-mel front-end (each member's, in an ensemble) to the DFT-as-matmul path."""
-    for member in model.members():
-        if member.uses_logmel:
-            member.frontend.logmel.use_matmul_dft = on
+    """Switch every log-mel (each member's, in an ensemble, the modulation model's too) to the DFT-as-matmul path."""
+    for module in model.modules():
+        if isinstance(module, LogMel):
+            module.use_matmul_dft = on
 
 
 def export(clf: Classifier, fmt: str, out: Path, opset: int = 17) -> dict:

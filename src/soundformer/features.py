@@ -4,6 +4,8 @@
   an alternative DFT-as-convolution path that exports to ONNX; ``compression="pcen"`` puts
   per-channel energy normalisation (``PCEN``) in place of the log, ``"log+pcen"`` gives both as
   two input channels.
+- ``ModulationSpectrum``: waveform -> how fast each of a few mel bands' loudness beats (the power
+  spectrum of each band's log envelope, pooled into log-spaced bins) and each band's level.
 - ``spec_augment``, ``mixup``, ``mix_waveforms``, ``random_gain``, ``time_shift``,
   ``speed_perturb``: vectorised batch augmentations.
 """
@@ -117,6 +119,54 @@ class LogMel(nn.Module):
         if self.pcen is not None:
             out.append(self.pcen(mel * self.PCEN_SCALE))
         return out[0] if len(out) == 1 else torch.stack(out, 1)  # (B, M, T) or (B, 2, M, T)
+
+
+class ModulationSpectrum(nn.Module):
+    """(B, N) waveform -> (B, F) modulation features, F = bands * (bins - 1) + 2 * bands.
+
+    A log-mel of ``bands`` bands at a fine hop (default 32-ms window, 5-ms hop: a helicopter's
+    rotor beats its loudness at 10-40 Hz, which the classifiers' 20-ms hop smooths away); each
+    band's log envelope, mean removed and Hann-windowed over the whole input, goes through a
+    fixed DFT (a matmul, so it exports to ONNX); its power is averaged into ``bins - 1``
+    log-spaced bins from ``lowest_hz`` to the frame rate's Nyquist frequency and logged. Each
+    band's mean and spread of log energy over time follow. The same features as
+    ``benchmarks/modulation_probe.py --with-spectrum``. The DFT is built for ``window_samples``
+    (every input the models see is one window of that length).
+    """
+
+    def __init__(self, *, sample_rate: int, window_samples: int, bands: int, bins: int, window_seconds: float,
+                 hop_seconds: float, f_max: float = 0.0, lowest_hz: float = 0.5):
+        super().__init__()
+        hop = max(1, round(hop_seconds * sample_rate))
+        n_fft = max(hop, round(window_seconds * sample_rate))
+        self.logmel = LogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, n_mels=bands, f_max=f_max)
+        self.window_samples, self.frames = window_samples, 1 + window_samples // hop
+        self.n_features = bands * (bins - 1) + 2 * bands
+        frames = np.arange(self.frames)
+        lines = np.arange(self.frames // 2 + 1)  # modulation frequencies k * frame_rate / frames
+        angle = 2 * np.pi * np.outer(frames, lines) / self.frames
+        taper = np.hanning(self.frames)[:, None]
+        basis = np.concatenate([np.cos(angle) * taper, -np.sin(angle) * taper], axis=1)  # (T, 2L)
+        freqs = lines * (sample_rate / hop) / self.frames
+        edges = np.geomspace(lowest_hz, sample_rate / hop / 2, bins)
+        pool = np.zeros((len(lines), bins - 1))  # (L, bins - 1): the mean of the lines in each bin
+        for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+            inside = np.flatnonzero((freqs >= lo) & (freqs < hi))
+            if len(inside) == 0:  # a bin narrower than the line spacing: its nearest line
+                inside = [int(np.argmin(np.abs(freqs - np.sqrt(lo * hi))))]
+            pool[inside, j] = 1.0 / len(inside)
+        self.register_buffer("dft_basis", torch.from_numpy(basis).float(), persistent=False)
+        self.register_buffer("pool", torch.from_numpy(pool).float(), persistent=False)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        log_mel = torch.log(self.logmel.mel(wav) + 1e-8)  # (B, bands, T)
+        if log_mel.shape[-1] != self.frames:
+            raise ValueError(f"modulation features are built for {self.frames} frames, got {log_mel.shape[-1]}")
+        level = log_mel.mean(-1, keepdim=True)  # (B, bands, 1)
+        spectrum = (log_mel - level) @ self.dft_basis  # (B, bands, 2L)
+        real, imag = spectrum.chunk(2, dim=-1)
+        power = (real.square() + imag.square()) @ self.pool  # (B, bands, bins - 1)
+        return torch.cat([torch.log(power + 1e-6).flatten(1), level[..., 0], log_mel.std(-1, correction=0)], dim=1)  # (B, F)
 
 
 def spec_augment(

@@ -43,7 +43,7 @@ from .features import (
     speed_perturb,
     time_shift,
 )
-from .models import AudioClassifier, build_model, count_parameters
+from .models import AudioClassifier, StandardisedFrontEnd, build_model, count_parameters
 from .runtime import autocast_dtype, pick_device, seed_everything, set_threads
 from .tracking import Tracker
 
@@ -174,10 +174,10 @@ def check_disk_space(run_dir: Path, model: torch.nn.Module) -> None:
 
 @torch.no_grad()
 def fit_normalisation(model: AudioClassifier, clips: Clips, window: int, short_policy: str) -> None:
-    """Per-mel-bin mean/std of the *training* clips' log-mel, stored in the model (in each member
-    of an ensemble, for its own front-end)."""
+    """Per-feature mean/std of the *training* clips' features (log-mel: per mel bin over time),
+    stored in the model (in each member of an ensemble, for its own front-end)."""
     for member in model.members():
-        if member.uses_logmel:
+        if isinstance(member.frontend, StandardisedFrontEnd):
             _fit_frontend(member.frontend, clips, window, short_policy)
 
 
@@ -186,7 +186,7 @@ def _fit_frontend(fe, clips: Clips, window: int, short_policy: str) -> None:
     count = 0
     for clip in clips.audio:
         x = torch.from_numpy(audio_io.fit_length(clip, window, short_policy))[None]
-        spec = fe.logmel(x)[0].double()  # (M, T) or (C, M, T)
+        spec = fe.raw(x)[0].double()  # (M, T), (C, M, T) or (F, 1)
         s, sq = spec.sum(-1, keepdim=True), spec.square().sum(-1, keepdim=True)
         total = s if total is None else total + s
         total_sq = sq if total_sq is None else total_sq + sq

@@ -4,6 +4,8 @@ Each model is ``frontend`` (waveform -> features) -> ``embed_features`` (feature
 embedding) -> ``head`` (embedding -> logits), so training can augment the features in between
 and ``embed`` can return the embedding. ``EnsembleClassifier`` holds several such models (one
 per front-end) and averages their probabilities; ``members()`` lists the single models of either.
+Front-ends whose features are standardised with statistics of the training clips derive from
+``StandardisedFrontEnd`` (``train.fit_normalisation`` fills them in).
 """
 
 from __future__ import annotations
@@ -13,13 +15,13 @@ import dataclasses
 import torch
 from torch import nn
 
-from ..config import Config
+from ..config import MODULATION_MEMBER, Config
 from ..errors import SoundformerError
-from ..features import LogMel
+from ..features import LogMel, ModulationSpectrum
 from .cnn import LogMelConvStem, SeedConvStem
 from .transformer import CLSEncoder
 
-__all__ = ["AudioClassifier", "EnsembleClassifier", "build_model", "count_parameters"]
+__all__ = ["AudioClassifier", "EnsembleClassifier", "ModulationLinear", "build_model", "count_parameters"]
 
 
 class WaveformFrontEnd(nn.Module):
@@ -27,7 +29,21 @@ class WaveformFrontEnd(nn.Module):
         return wav.unsqueeze(1)  # (B, 1, N)
 
 
-class LogMelFrontEnd(nn.Module):
+class StandardisedFrontEnd(nn.Module):
+    """Waveform -> ``raw`` features (..., T) -> standardised with per-feature ``mean`` and ``std``
+    buffers over the last (time) axis, fitted on the training clips."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def raw(self, wav: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        return (self.raw(wav) - self.mean) / self.std
+
+
+class LogMelFrontEnd(StandardisedFrontEnd):
     """Waveform -> log-mel (or PCEN-mel), standardised per mel bin with statistics of the training data."""
 
     def __init__(self, *, sample_rate, n_fft, hop_length, n_mels, f_min, f_max, compression="log"):
@@ -38,8 +54,27 @@ class LogMelFrontEnd(nn.Module):
         self.register_buffer("mean", torch.zeros(shape))  # (M, 1) or (C, M, 1)
         self.register_buffer("std", torch.ones(shape))
 
+    def raw(self, wav: torch.Tensor) -> torch.Tensor:
+        return self.logmel(wav)  # (B, M, T) or (B, C, M, T)
+
+
+class ModulationFrontEnd(StandardisedFrontEnd):
+    """Waveform -> modulation features (``features.ModulationSpectrum``), each standardised with
+    statistics of the training clips."""
+
+    def __init__(self, **spectrum):
+        super().__init__()
+        self.modulation = ModulationSpectrum(**spectrum)
+        self.register_buffer("mean", torch.zeros(self.modulation.n_features, 1))  # (F, 1)
+        self.register_buffer("std", torch.ones(self.modulation.n_features, 1))
+
+    def raw(self, wav: torch.Tensor) -> torch.Tensor:
+        # a whole clip longer than a window (as when the statistics are fitted): its first window
+        wav = wav[..., : self.modulation.window_samples]
+        return self.modulation(wav).unsqueeze(-1)  # (B, F, 1): one "frame" per window
+
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        return (self.logmel(wav) - self.mean) / self.std  # (B, M, T) or (B, C, M, T)
+        return super().forward(wav).squeeze(-1)  # (B, F)
 
 
 class AudioClassifier(nn.Module):
@@ -152,6 +187,21 @@ class LogMelTransformer(AudioClassifier):
         return self.encoder(self.to_tokens(x), need_weights)  # (B, D)
 
 
+class ModulationLinear(AudioClassifier):
+    """A linear classifier on modulation spectra and band levels: a weak model on its own, but one
+    that hears how fast each band's loudness beats, which the spectrogram models' 20-ms hop
+    smooths away; meant as an ensemble member (``model.ensemble: [log, pcen, modulation]``)."""
+
+    def __init__(self, *, frontend: ModulationFrontEnd, dropout: float, n_classes: int):
+        super().__init__()
+        self.frontend = frontend
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(frontend.modulation.n_features, n_classes)
+
+    def embed_features(self, feats, need_weights=False):
+        return self.drop(feats), None  # (B, F)
+
+
 class EnsembleClassifier(AudioClassifier):
     """Several complete classifiers on the same waveform, one per front-end; probabilities averaged.
 
@@ -183,13 +233,20 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
     if n_classes < 2:
         raise SoundformerError(f"a classifier needs at least 2 classes, got {n_classes}")
     m, a, f = cfg.model, cfg.audio, cfg.features
-    if m.ensemble:  # one member per front-end compression, each otherwise the configured model
-        single = dataclasses.replace(cfg, model=dataclasses.replace(m, ensemble=[]))
-        return EnsembleClassifier(members=[
-            build_model(dataclasses.replace(single, features=dataclasses.replace(f, compression=c)), n_classes)
-            for c in m.ensemble
-        ])
+    if m.ensemble:  # one member per front-end: the configured model per compression, or the modulation model
+        def member(kind: str) -> Config:
+            if kind == MODULATION_MEMBER:
+                return dataclasses.replace(cfg, model=dataclasses.replace(m, name="modulation_linear", ensemble=[]))
+            return dataclasses.replace(cfg, model=dataclasses.replace(m, ensemble=[]),
+                                       features=dataclasses.replace(f, compression=kind))
+
+        return EnsembleClassifier(members=[build_model(member(kind), n_classes) for kind in m.ensemble])
     window = int(round(a.window_seconds * a.sample_rate))
+    if m.name == "modulation_linear":
+        frontend = ModulationFrontEnd(sample_rate=a.sample_rate, window_samples=window, bands=f.modulation_bands,
+                                      bins=f.modulation_bins, window_seconds=f.modulation_window,
+                                      hop_seconds=f.modulation_hop, f_max=f.f_max)
+        return ModulationLinear(frontend=frontend, dropout=m.dropout, n_classes=n_classes)
     enc = dict(dim=m.dim, depth=m.depth, heads=m.heads, mlp_dim=m.mlp_dim, dropout=m.dropout,
                attn_dropout=m.attn_dropout, drop_path=m.drop_path, norm_first=m.norm_first,
                positions=m.positions, max_tokens=m.max_tokens, fused=m.attention == "fused")
