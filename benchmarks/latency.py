@@ -48,7 +48,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "m.onnx"
             set_matmul_dft(model, True)
-            axes = {"waveform": {0: "batch", 1: "samples"} if model.uses_logmel else {0: "batch"}}
+            axes = {"waveform": {0: "batch", 1: "samples"} if model.any_length else {0: "batch"}}
             torch.onnx.export(model, (one,), str(path), input_names=["waveform"], output_names=["logits"],
                               dynamic_axes=axes, opset_version=17, dynamo=False)
             opts = ort.SessionOptions()

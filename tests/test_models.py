@@ -196,22 +196,27 @@ def test_modulation_features_match_the_probe_and_find_the_beat():
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from modulation_probe import modulation_features
 
-    sr, n = 16000, 16000 * 2
+    sr, n = 16000, 16000 * 4
     t = np.arange(n) / sr
     noise = np.random.default_rng(0).standard_normal(n)
     beating = (noise * (1 + 0.9 * np.sin(2 * np.pi * 20 * t))).astype(np.float32) * 0.1  # loudness beats at 20 Hz
-    spectrum = ModulationSpectrum(sample_rate=sr, window_samples=n, bands=8, bins=12, window_seconds=0.032,
-                                  hop_seconds=0.005)
+    spectrum = ModulationSpectrum(sample_rate=sr, bands=8, bins=12, window_seconds=0.032, hop_seconds=0.005)
     ours = spectrum(torch.from_numpy(beating)[None])[0].numpy()
     assert ours.shape == (spectrum.n_features,) == (8 * 11 + 16,)
     reference = modulation_features(beating, sample_rate=sr, n_fft=512, hop=80, bands=8, bins=12, with_spectrum=True)
-    np.testing.assert_allclose(ours, reference, atol=2e-3, rtol=1e-3)
+    taper_energy = np.square(np.hanning(1 + n // 80)).sum()  # ours divides the power by it
+    np.testing.assert_allclose(ours[: 8 * 11], reference[: 8 * 11] - np.log(taper_energy), atol=2e-3, rtol=1e-3)
+    np.testing.assert_allclose(ours[8 * 11:], reference[8 * 11:], atol=2e-3, rtol=1e-3)
     edges = np.geomspace(0.5, 100, 12)  # 0.5 Hz to the 200-Hz frame rate's Nyquist frequency
     beat_bin = int(np.searchsorted(edges, 20)) - 1
     per_band = ours[: 8 * 11].reshape(8, 11)
     assert (per_band.argmax(1) == beat_bin).all()  # every band's loudness beats at 20 Hz
     steady = spectrum(torch.from_numpy((noise * 0.1).astype(np.float32))[None])[0, : 8 * 11].reshape(8, 11)
     assert (per_band[:, beat_bin] > steady[:, beat_bin].numpy() + 3).all()  # e^3: 20x the power of steady noise
+    # any length: half the sound gives about the same features (the power is per unit of taper energy)
+    half = spectrum(torch.from_numpy(beating[: n // 2])[None])[0, : 8 * 11].reshape(8, 11).numpy()
+    assert (half.argmax(1) == beat_bin).all()
+    assert np.abs(half[:, beat_bin] - per_band[:, beat_bin]).max() < 0.5
 
 
 def test_modulation_member_config_is_checked_and_joins_the_ensemble():

@@ -29,7 +29,7 @@ def set_matmul_dft(model, on: bool) -> None:
 
 def export(clf: Classifier, fmt: str, out: Path, opset: int = 17) -> dict:
     model = clf.model.cpu().eval()
-    dynamic_time = model.uses_logmel
+    dynamic_time = model.any_length
     set_matmul_dft(model, True)  # ONNX-friendly STFT (same numbers)
     example = torch.zeros(2, clf.window)
     out = Path(out)

@@ -126,47 +126,54 @@ class ModulationSpectrum(nn.Module):
 
     A log-mel of ``bands`` bands at a fine hop (default 32-ms window, 5-ms hop: a helicopter's
     rotor beats its loudness at 10-40 Hz, which the classifiers' 20-ms hop smooths away); each
-    band's log envelope, mean removed and Hann-windowed over the whole input, goes through a
-    fixed DFT (a matmul, so it exports to ONNX); its power is averaged into ``bins - 1``
-    log-spaced bins from ``lowest_hz`` to the frame rate's Nyquist frequency and logged. Each
-    band's mean and spread of log energy over time follow. The same features as
-    ``benchmarks/modulation_probe.py --with-spectrum``. The DFT is built for ``window_samples``
-    (every input the models see is one window of that length).
+    band's log envelope, mean removed and Hann-tapered over the whole input, goes through a DFT
+    written as a matmul (built for the input's frame count, so any length works and the graph
+    exports to ONNX with a dynamic time axis); its power, divided by the taper's energy so that
+    inputs of different lengths compare, is averaged into ``bins - 1`` log-spaced bins from
+    ``lowest_hz`` to the frame rate's Nyquist frequency and logged. Each band's mean and spread
+    of log energy over time follow. ``benchmarks/modulation_probe.py --with-spectrum`` computes
+    the same features without the division (a constant per feature at a given length).
     """
 
-    def __init__(self, *, sample_rate: int, window_samples: int, bands: int, bins: int, window_seconds: float,
-                 hop_seconds: float, f_max: float = 0.0, lowest_hz: float = 0.5):
+    def __init__(self, *, sample_rate: int, bands: int, bins: int, window_seconds: float, hop_seconds: float,
+                 f_max: float = 0.0, lowest_hz: float = 0.5):
         super().__init__()
         hop = max(1, round(hop_seconds * sample_rate))
         n_fft = max(hop, round(window_seconds * sample_rate))
         self.logmel = LogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop, n_mels=bands, f_max=f_max)
-        self.window_samples, self.frames = window_samples, 1 + window_samples // hop
+        self.frame_rate = sample_rate / hop
         self.n_features = bands * (bins - 1) + 2 * bands
-        frames = np.arange(self.frames)
-        lines = np.arange(self.frames // 2 + 1)  # modulation frequencies k * frame_rate / frames
-        angle = 2 * np.pi * np.outer(frames, lines) / self.frames
-        taper = np.hanning(self.frames)[:, None]
-        basis = np.concatenate([np.cos(angle) * taper, -np.sin(angle) * taper], axis=1)  # (T, 2L)
-        freqs = lines * (sample_rate / hop) / self.frames
-        edges = np.geomspace(lowest_hz, sample_rate / hop / 2, bins)
-        pool = np.zeros((len(lines), bins - 1))  # (L, bins - 1): the mean of the lines in each bin
-        for j, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
-            inside = np.flatnonzero((freqs >= lo) & (freqs < hi))
-            if len(inside) == 0:  # a bin narrower than the line spacing: its nearest line
-                inside = [int(np.argmin(np.abs(freqs - np.sqrt(lo * hi))))]
-            pool[inside, j] = 1.0 / len(inside)
-        self.register_buffer("dft_basis", torch.from_numpy(basis).float(), persistent=False)
-        self.register_buffer("pool", torch.from_numpy(pool).float(), persistent=False)
+        edges = torch.from_numpy(np.geomspace(lowest_hz, self.frame_rate / 2, bins)).float()
+        self.register_buffer("edges", edges, persistent=False)  # (bins,) Hz
+
+    def dft_and_pool(self, frames: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(T, 2L) Hann-tapered DFT basis (cos, -sin) and (L, bins - 1) pooling matrix for T frames."""
+        n = torch.arange(frames, device=device)
+        lines = torch.arange(frames // 2 + 1, device=device)  # modulation frequencies k * frame_rate / T
+        angle = (n[:, None] * lines[None, :] % frames).float() * (2 * math.pi / frames)  # exact phase, < 2 pi
+        taper = 0.5 - 0.5 * torch.cos(n.float() * (2 * math.pi / max(1, frames - 1)))  # np.hanning(T)
+        taper = taper / taper.square().sum().clamp_min(1e-12).sqrt()  # unit energy: lengths compare
+        basis = torch.cat([torch.cos(angle), -torch.sin(angle)], dim=1) * taper[:, None]  # (T, 2L)
+        freqs = lines.float() * (self.frame_rate / frames)  # (L,)
+        lo, hi = self.edges[:-1], self.edges[1:]
+        inside = ((freqs[:, None] >= lo) & (freqs[:, None] < hi)).float()  # (L, bins - 1)
+        count = inside.sum(0)
+        # a bin narrower than the line spacing takes its nearest line
+        nearest = (freqs[:, None] - (lo * hi).sqrt()).abs()
+        nearest = (nearest == nearest.amin(0, keepdim=True)).float()
+        nearest = nearest / nearest.sum(0)
+        pool = torch.where(count > 0, inside / count.clamp_min(1), nearest)  # (L, bins - 1): mean over the bin
+        return basis, pool
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         log_mel = torch.log(self.logmel.mel(wav) + 1e-8)  # (B, bands, T)
-        if log_mel.shape[-1] != self.frames:
-            raise ValueError(f"modulation features are built for {self.frames} frames, got {log_mel.shape[-1]}")
+        basis, pool = self.dft_and_pool(log_mel.shape[-1], log_mel.device)
         level = log_mel.mean(-1, keepdim=True)  # (B, bands, 1)
-        spectrum = (log_mel - level) @ self.dft_basis  # (B, bands, 2L)
+        spectrum = (log_mel - level) @ basis  # (B, bands, 2L)
         real, imag = spectrum.chunk(2, dim=-1)
-        power = (real.square() + imag.square()) @ self.pool  # (B, bands, bins - 1)
-        return torch.cat([torch.log(power + 1e-6).flatten(1), level[..., 0], log_mel.std(-1, correction=0)], dim=1)  # (B, F)
+        power = (real.square() + imag.square()) @ pool  # (B, bands, bins - 1)
+        spread = (log_mel - level).square().mean(-1).sqrt()  # (B, bands): std over time
+        return torch.cat([torch.log(power + 1e-8).flatten(1), level[..., 0], spread], dim=1)  # (B, F)
 
 
 def spec_augment(

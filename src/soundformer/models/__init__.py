@@ -62,15 +62,16 @@ class ModulationFrontEnd(StandardisedFrontEnd):
     """Waveform -> modulation features (``features.ModulationSpectrum``), each standardised with
     statistics of the training clips."""
 
-    def __init__(self, **spectrum):
+    def __init__(self, *, window_samples: int, **spectrum):
         super().__init__()
+        self.window_samples = window_samples
         self.modulation = ModulationSpectrum(**spectrum)
         self.register_buffer("mean", torch.zeros(self.modulation.n_features, 1))  # (F, 1)
         self.register_buffer("std", torch.ones(self.modulation.n_features, 1))
 
     def raw(self, wav: torch.Tensor) -> torch.Tensor:
         # a whole clip longer than a window (as when the statistics are fitted): its first window
-        wav = wav[..., : self.modulation.window_samples]
+        wav = wav[..., : self.window_samples]
         return self.modulation(wav).unsqueeze(-1)  # (B, F, 1): one "frame" per window
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
@@ -82,7 +83,8 @@ class AudioClassifier(nn.Module):
 
     frontend: nn.Module
     head: nn.Module
-    uses_logmel = False
+    uses_logmel = False  # a (B, M, T) spectrogram front-end: SpecAugment and the equaliser apply
+    any_length = False  # takes inputs of any length, not only window_samples (exported with a dynamic time axis)
 
     def embed_features(self, feats: torch.Tensor, need_weights: bool = False):
         raise NotImplementedError
@@ -145,7 +147,7 @@ class SeedTransformer(AudioClassifier):
 class LogMelCNN(AudioClassifier):
     """Compact 2D CNN on log-mel: conv blocks, global mean + max pooling, linear."""
 
-    uses_logmel = True
+    uses_logmel = any_length = True
 
     def __init__(self, *, frontend: LogMelFrontEnd, channels, dropout, n_classes, double: bool = False,
                  stride_time: int = 1):
@@ -165,7 +167,7 @@ class LogMelCNN(AudioClassifier):
 class LogMelTransformer(AudioClassifier):
     """Conv stem over log-mel -> one token per time step -> CLS encoder -> linear classifier."""
 
-    uses_logmel = True
+    uses_logmel = any_length = True
 
     def __init__(self, *, frontend: LogMelFrontEnd, n_mels, channels, pool_time, stem_double, n_classes,
                  dim, depth, heads, mlp_dim, dropout, attn_dropout, drop_path, norm_first, positions,
@@ -192,6 +194,8 @@ class ModulationLinear(AudioClassifier):
     that hears how fast each band's loudness beats, which the spectrogram models' 20-ms hop
     smooths away; meant as an ensemble member (``model.ensemble: [log, pcen, modulation]``)."""
 
+    any_length = True
+
     def __init__(self, *, frontend: ModulationFrontEnd, dropout: float, n_classes: int):
         super().__init__()
         self.frontend = frontend
@@ -214,6 +218,7 @@ class EnsembleClassifier(AudioClassifier):
         super().__init__()
         self.models = nn.ModuleList(members)
         self.uses_logmel = all(m.uses_logmel for m in members)
+        self.any_length = all(m.any_length for m in members)
 
     def members(self) -> list[AudioClassifier]:
         return list(self.models)
