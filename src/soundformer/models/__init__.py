@@ -62,17 +62,15 @@ class ModulationFrontEnd(StandardisedFrontEnd):
     """Waveform -> modulation features (``features.ModulationSpectrum``), each standardised with
     statistics of the training clips."""
 
-    def __init__(self, *, window_samples: int, **spectrum):
+    def __init__(self, **spectrum):
         super().__init__()
-        self.window_samples = window_samples
         self.modulation = ModulationSpectrum(**spectrum)
         self.register_buffer("mean", torch.zeros(self.modulation.n_features, 1))  # (F, 1)
         self.register_buffer("std", torch.ones(self.modulation.n_features, 1))
 
     def raw(self, wav: torch.Tensor) -> torch.Tensor:
-        # a whole clip longer than a window (as when the statistics are fitted): its first window
-        wav = wav[..., : self.window_samples]
-        return self.modulation(wav).unsqueeze(-1)  # (B, F, 1): one "frame" per window
+        # features of any length compare (ModulationSpectrum), so a whole clip is read, as log-mel reads it
+        return self.modulation(wav).unsqueeze(-1)  # (B, F, 1): one "frame" per input
 
     def forward(self, wav: torch.Tensor) -> torch.Tensor:
         return super().forward(wav).squeeze(-1)  # (B, F)
@@ -248,7 +246,7 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
         return EnsembleClassifier(members=[build_model(member(kind), n_classes) for kind in m.ensemble])
     window = int(round(a.window_seconds * a.sample_rate))
     if m.name == "modulation_linear":
-        frontend = ModulationFrontEnd(sample_rate=a.sample_rate, window_samples=window, bands=f.modulation_bands,
+        frontend = ModulationFrontEnd(sample_rate=a.sample_rate, bands=f.modulation_bands,
                                       bins=f.modulation_bins, window_seconds=f.modulation_window,
                                       hop_seconds=f.modulation_hop, f_max=f.f_max)
         return ModulationLinear(frontend=frontend, dropout=m.dropout, n_classes=n_classes)
