@@ -8,7 +8,10 @@ For each preset (batch of 32 five-second clips, forward + backward + AdamW step)
 plus the data pipeline (first-pass decode + resample + log-mel, cached, and librosa's path),
 and a torch.profiler top-ops table for the recommended model.
 
-    python benchmarks/speed.py [--presets a,b] [--steps 10] [--data DIR] [--cv-summary FILE]
+    python benchmarks/speed.py [--presets a,b] [--set KEY=VALUE ...] [--steps 10] [--data DIR] [--cv-summary FILE]
+
+The twin and the fused path replace the transformer members' blocks; an ensemble's modulation
+member (no encoder) runs unchanged in all three.
 """
 
 from __future__ import annotations
@@ -48,8 +51,9 @@ class TorchBlock(nn.Module):
 
 def make_twin(model):
     twin = copy.deepcopy(model)
-    for member in twin.members():  # each member of an ensemble
-        member.encoder.blocks = nn.ModuleList(TorchBlock(b) for b in member.encoder.blocks)
+    for member in twin.members():  # each transformer member of an ensemble
+        if hasattr(member, "encoder"):
+            member.encoder.blocks = nn.ModuleList(TorchBlock(b) for b in member.encoder.blocks)
     return twin
 
 
@@ -145,6 +149,9 @@ def profile_top_ops(model, x, rows: int = 12) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default=",".join(preset_names()))
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config override for every preset, as in soundformer (repeatable), "
+                         "e.g. --set 'model.ensemble=[log,pcen]'")
     ap.add_argument("--steps", type=int, default=10,
                     help="timed training steps per model, interleaved across the variants (after 1 warm-up)")
     ap.add_argument("--batch", type=int, default=32, help="clips per training step")
@@ -168,14 +175,14 @@ def main() -> None:
           "| MACs/clip (M) | achieved GFLOP/s | % of matmul |")
     print("|---|---|---|---|---|---|---|---|---|")
     for preset in [p for p in args.presets.split(",") if p]:  # --presets "" measures the data pipeline only
-        cfg, model = build(preset)
+        cfg, model = build(preset, args.overrides)
         per_clip = max(1, round(5.0 / cfg.audio.window_seconds))
         macs = count_macs(model, window_samples(cfg)) * per_clip  # on CPU, before any training
         model.to(device)
         x = clip_batch(cfg, args.batch).to(device)
         heavy = cfg.model.name == "seed_transformer"
         steps = {"ours": training_step(model, x)}
-        if all(hasattr(m, "encoder") for m in model.members()):
+        if any(hasattr(m, "encoder") for m in model.members()):
             steps["twin"] = training_step(make_twin(model).to(device), x)
             fused = copy.deepcopy(model)
             set_fused(fused, True)
@@ -187,7 +194,8 @@ def main() -> None:
             twin_txt, ratio_txt = f"{args.batch / t['twin']:.1f}", f"{t['twin'] / t_ours:.2f}x"
             fused_txt, fratio_txt = f"{args.batch / t['fused']:.1f}", f"{t['twin'] / t['fused']:.2f}x"
         gflops = 3 * 2 * macs * args.batch / t_ours / 1e9  # backward ~ 2x forward
-        print(f"| {preset} | {args.batch / t_ours:.1f} | {twin_txt} | {ratio_txt} | {fused_txt} | {fratio_txt} | "
+        label = " ".join([preset, *args.overrides])
+        print(f"| {label} | {args.batch / t_ours:.1f} | {twin_txt} | {ratio_txt} | {fused_txt} | {fratio_txt} | "
               f"{macs / 1e6:,.0f} | {gflops:.1f} | {100 * gflops / peak:.0f} % |", flush=True)
     if Path(args.data).exists():
         d = data_pipeline(Path(args.data), args.data_clips)

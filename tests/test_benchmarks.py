@@ -144,6 +144,14 @@ def test_speed_training_step_updates_the_model_and_keeps_labels_on_its_device():
     before = [p.detach().clone() for p in model.parameters()]
     speed.training_step(model, clip_batch(cfg, 2))()
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    # an ensemble with a modulation member: the twin swaps the transformers' blocks and leaves the modulation member
+    cfg, model = build("logmel-transformer", ["model.depth=1", "model.ensemble=[log,pcen,modulation]"])
+    twin = speed.make_twin(model)
+    kinds = [type(m.encoder.blocks[0]).__name__ if hasattr(m, "encoder") else type(m).__name__
+             for m in twin.members()]
+    assert kinds == ["TorchBlock", "TorchBlock", "ModulationLinear"]
+    out = twin(clip_batch(cfg, 2))
+    assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
 def run_smoke(script: str, tmp_path: Path, *args: str, **env: str) -> None:
