@@ -209,7 +209,7 @@ def main() -> None:
         print(f"\nfull cv ({s['protocol']}) of {s['preset']}: training time {s['train_time_s_total'] / 60:.1f} min, "
               f"wall {s.get('wall_time_s_this_call', float('nan')) / 60:.1f} min, test acc {s['test_acc_mean']:.4f}")
     if args.profile:
-        cfg, model = build("logmel-transformer")
+        cfg, model = build("logmel-transformer", args.overrides)
         print("\ntorch.profiler, one training step of logmel-transformer (batch 32), top ops by self CPU time:")
         print(profile_top_ops(model, clip_batch(cfg, args.batch)))
 

@@ -244,7 +244,6 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
                                        features=dataclasses.replace(f, compression=kind))
 
         return EnsembleClassifier(members=[build_model(member(kind), n_classes) for kind in m.ensemble])
-    window = int(round(a.window_seconds * a.sample_rate))
     if m.name == "modulation_linear":
         frontend = ModulationFrontEnd(sample_rate=a.sample_rate, bands=f.modulation_bands,
                                       bins=f.modulation_bins, window_seconds=f.modulation_window,
@@ -253,7 +252,8 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
     enc = dict(dim=m.dim, depth=m.depth, heads=m.heads, mlp_dim=m.mlp_dim, dropout=m.dropout,
                attn_dropout=m.attn_dropout, drop_path=m.drop_path, norm_first=m.norm_first,
                positions=m.positions, max_tokens=m.max_tokens, fused=m.attention == "fused")
-    if m.name in ("seed_cnn", "seed_transformer"):
+    if m.name in ("seed_cnn", "seed_transformer"):  # fixed-size models: built for one window length
+        window = int(round(a.window_seconds * a.sample_rate))
         reduction = 2 ** len(m.channels)
         if window < reduction:
             raise SoundformerError(f"audio.window_seconds={a.window_seconds} is too short for the seed CNN")
