@@ -5,10 +5,15 @@ For each preset (batch of 32 five-second clips, forward + backward + AdamW step)
   2. a twin whose encoder blocks are torch.nn.TransformerEncoderLayer of the same sizes;
   3. our model with the fused scaled_dot_product_attention path;
   4. MACs per clip, achieved GFLOP/s and its share of this machine's float32 matmul rate;
+the page faults per training step (memory mapped in afresh: see runtime.keep_freed_memory),
 plus the data pipeline (first-pass decode + resample + log-mel, cached, and librosa's path),
 and a torch.profiler top-ops table for the recommended model.
 
     python benchmarks/speed.py [--presets a,b] [--set KEY=VALUE ...] [--steps 10] [--data DIR] [--cv-summary FILE]
+                               [--layout trainer|contiguous]
+
+Models are placed as training places them (runtime.place_model: on a CPU, channels-last conv
+weights, freed memory kept); `--layout contiguous` and SOUNDFORMER_MALLOC=system undo each.
 
 The twin and the fused path replace the transformer members' blocks; an ensemble's modulation
 member (no encoder) runs unchanged in all three.
@@ -31,6 +36,7 @@ from torch import nn
 
 from soundformer.config import preset_names
 from soundformer.models import count_macs
+from soundformer.runtime import keep_freed_memory, place_model
 from soundformer.train import window_samples
 
 
@@ -80,6 +86,18 @@ def training_step(model, x):
             torch.cuda.synchronize()  # time the GPU's work, not the launch
 
     return step
+
+
+def page_faults_per_step(step, steps: int = 2) -> float | None:
+    """Minor page faults per call of ``step`` (memory mapped in afresh); None where unmeasurable."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return None
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(steps):
+        step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / steps
 
 
 def interleaved_step_times(steps: dict, rounds: int, warmup: int = 1) -> dict[str, float]:
@@ -160,10 +178,15 @@ def main() -> None:
     ap.add_argument("--cv-summary", help="cv_summary.json of a full standard run, to print its wall time")
     ap.add_argument("--profile", action="store_true", help="print torch.profiler top ops for logmel-transformer")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--layout", choices=["trainer", "contiguous"], default="trainer",
+                    help="trainer: place the model as training does (channels-last conv weights on a CPU); "
+                         "contiguous: the plain (B, C, H, W) layout, for comparison")
     args = ap.parse_args()
     device = torch.device(args.device)
+    heap = keep_freed_memory() if device.type == "cpu" else False  # as training does; SOUNDFORMER_MALLOC=system: off
     print(f"# speed on {platform.machine()} ({os.cpu_count()} cores), torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, device {device}"
+          f"{torch.get_num_threads()} threads, device {device}, layout {args.layout}"
+          + (", freed memory kept" if heap else "")
           + (f" ({torch.cuda.get_device_name(device)}, bf16 autocast)" if device.type == "cuda" else ""))
     if device.type == "cuda":
         peak = matmul_gflops(8192, repeats=10, device=device, dtype=torch.bfloat16, warmup=3)
@@ -174,11 +197,15 @@ def main() -> None:
     print("| preset | ours (clips/s) | nn.TransformerEncoderLayer twin | ours / twin | fused SDPA | fused / twin "
           "| MACs/clip (M) | achieved GFLOP/s | % of matmul |")
     print("|---|---|---|---|---|---|---|---|---|")
+    faults = {}
     for preset in [p for p in args.presets.split(",") if p]:  # --presets "" measures the data pipeline only
         cfg, model = build(preset, args.overrides)
         per_clip = max(1, round(5.0 / cfg.audio.window_seconds))
         macs = count_macs(model, window_samples(cfg)) * per_clip  # on CPU, before any training
-        model.to(device)
+        if args.layout == "trainer":
+            place_model(model, device)
+        else:
+            model.to(device)
         x = clip_batch(cfg, args.batch).to(device)
         heavy = cfg.model.name == "seed_transformer"
         steps = {"ours": training_step(model, x)}
@@ -189,6 +216,8 @@ def main() -> None:
             steps["fused"] = training_step(fused, x)
         t = interleaved_step_times(steps, rounds=1 if heavy and device.type == "cpu" else args.steps)
         t_ours = t["ours"]
+        if device.type == "cpu":
+            faults[preset] = page_faults_per_step(steps["ours"])
         twin_txt = ratio_txt = fused_txt = fratio_txt = "–"
         if "twin" in t:
             twin_txt, ratio_txt = f"{args.batch / t['twin']:.1f}", f"{t['twin'] / t_ours:.2f}x"
@@ -197,6 +226,9 @@ def main() -> None:
         label = " ".join([preset, *args.overrides])
         print(f"| {label} | {args.batch / t_ours:.1f} | {twin_txt} | {ratio_txt} | {fused_txt} | {fratio_txt} | "
               f"{macs / 1e6:,.0f} | {gflops:.1f} | {100 * gflops / peak:.0f} % |", flush=True)
+    for preset, n in faults.items():
+        if n is not None:
+            print(f"page faults per training step of {preset} (ours, after the timed steps): {n:,.0f}")
     if Path(args.data).exists():
         d = data_pipeline(Path(args.data), args.data_clips)
         print(f"\ndata pipeline on {args.data_clips} ESC-10 clips (decode + resample to 16 kHz + log-mel):")
@@ -210,6 +242,8 @@ def main() -> None:
               f"wall {s.get('wall_time_s_this_call', float('nan')) / 60:.1f} min, test acc {s['test_acc_mean']:.4f}")
     if args.profile:
         cfg, model = build("logmel-transformer", args.overrides)
+        if args.layout == "trainer":
+            place_model(model, torch.device("cpu"))
         print("\ntorch.profiler, one training step of logmel-transformer (batch 32), top ops by self CPU time:")
         print(profile_top_ops(model, clip_batch(cfg, args.batch)))
 

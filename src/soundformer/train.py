@@ -44,7 +44,7 @@ from .features import (
     time_shift,
 )
 from .models import AudioClassifier, StandardisedFrontEnd, build_model, count_parameters
-from .runtime import autocast_dtype, pick_device, seed_everything, set_threads
+from .runtime import autocast_dtype, pick_device, place_model, seed_everything, set_threads
 from .tracking import Tracker
 
 DONE = "done"
@@ -338,7 +338,7 @@ def run_job(
     model = build_model(cfg, len(manifest.classes))
     check_disk_space(run_dir, model)
     fit_normalisation(model, data["train"], window, cfg.audio.short_policy)
-    model.to(device)
+    place_model(model, device)
     optimizer = make_optimizer(cfg, model)
     ema = None
     if t.ema:
