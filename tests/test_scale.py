@@ -1,5 +1,7 @@
-"""Scale-out: the Ray launcher (local Ray instance) and the sweep command."""
+"""Scale-out and the runtime: the Ray launcher (local Ray instance), the sweep command, the
+thread count, and how a model is placed on a CPU."""
 
+import copy
 import json
 import os
 import subprocess
@@ -8,11 +10,14 @@ import threading
 import time
 
 import pytest
+import torch
 
 from soundformer.cli import main
 from soundformer.config import load_config
 from soundformer.cv import run_cv
 from soundformer.data.sources import load_manifest
+from soundformer.models import build_model
+from soundformer.runtime import place_model
 
 from .conftest import write_esc10
 from .test_train import TINY, metrics
@@ -135,47 +140,40 @@ def test_busy_cores_reads_the_cpu_time_spent_between_two_samples(monkeypatch):
     assert runtime._busy_cores(0.0) == 1.5  # falls back to the load average
 
 
-FAULTS_OF_A_FREED_64MB_BLOCK = """
-import resource, sys
+FAULTS_OF_FREED_LARGE_BLOCKS = """
+import resource
 import torch
 from soundformer.runtime import keep_freed_memory
 print(keep_freed_memory())
 def step():  # like a training step: large activations made and freed, in the same sizes every time
     torch.ones(16 * 2**20).sum() + torch.ones(17 * 2**20).sum()
-for _ in range(3):  # the heap settles in
+for i in range(11):  # the first steps grow the heap; it settles within a few
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
-    step()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    if i >= 4:
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
-def test_freed_memory_is_reused_without_page_faults(tmp_path):
+def test_freed_memory_is_reused_without_page_faults():
     """glibc maps every block above 32 MB afresh and unmaps it when freed, so each training step
-    page-faulted its 66-MB activations in again; kept in the heap, the memory is reused."""
-    def run(**env) -> tuple[str, int]:
-        out = subprocess.run([sys.executable, "-c", FAULTS_OF_A_FREED_64MB_BLOCK], capture_output=True, text=True,
+    page-faulted its 66-MB activations in again; kept in the heap, the memory is reused (the
+    heap still grows now and then while it settles, hence the median over seven steps)."""
+    def run(**env) -> tuple[str, float]:
+        out = subprocess.run([sys.executable, "-c", FAULTS_OF_FREED_LARGE_BLOCKS], capture_output=True, text=True,
                              check=True, env={**os.environ, **env}).stdout.split()
-        return out[0], int(out[1])
+        return out[0], sorted(int(n) for n in out[1:])[3]  # median faults per step
 
     kept, faults_kept = run()
     system, faults_system = run(SOUNDFORMER_MALLOC="system")
     assert (kept, system) == ("True", "False")
-    assert faults_system > 3 * 16 * 2**20 // 4096  # each block faulted in again (4-kB pages)
-    assert faults_kept < faults_system / 20
+    assert faults_system > 0.9 * 33 * 2**20 * 4 / 4096  # both float32 blocks faulted in again, 4-kB pages
+    assert faults_kept < faults_system / 10
 
 
 def test_place_model_on_cpu_computes_the_same_in_channels_last():
     """The CPU layout changes the order of the sums, not the function (or its gradients)."""
-    import copy
-
-    import torch
-
-    from soundformer.models import build_model
-    from soundformer.runtime import place_model
-
     cfg = load_config("logmel-transformer", ["model.depth=1", "model.dim=32", "model.mlp_dim=64"])
     torch.manual_seed(0)
     plain = build_model(cfg, 3).eval()
