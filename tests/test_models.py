@@ -4,12 +4,13 @@ import librosa
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from soundformer.config import load_config, preset_names
 from soundformer.errors import SoundformerError
 from soundformer.evaluate import predict_clips
-from soundformer.features import LogMel
+from soundformer.features import LogMel, apply_mix, draw_mix
 from soundformer.models import build_model, count_macs, count_parameters
 from soundformer.models.attention import MultiHeadSelfAttention
 from soundformer.train import window_samples
@@ -290,6 +291,42 @@ def test_waveform_mixup_gives_every_member_the_same_mixture():
     torch.testing.assert_close(soft, expected_soft)
     assert not torch.equal(soft, target)
     torch.testing.assert_close(loss, sum(soft_cross_entropy(m(mixed), expected_soft) for m in model.members()))
+
+
+def test_mutual_learning_adds_each_members_kl_to_the_others_and_shares_the_mixup_draw():
+    from soundformer.train import TrainStep, mutual_kl, soft_cross_entropy
+
+    overrides = ["model.ensemble=[log,pcen]", "model.depth=1", "augment.mixup_alpha=0.4", "augment.freq_masks=0",
+                 "augment.time_masks=0", "augment.gain_db=0", "model.dropout=0", "model.drop_path=0"]
+    cfg = load_config("logmel-transformer", overrides + ["train.mutual_learning=0.5"])
+    model = build_model(cfg, 3).eval()
+    wav, target = torch.randn(6, 16000) * 0.1, torch.eye(3)[[0, 1, 2, 0, 1, 2]]
+    torch.manual_seed(1)
+    loss, _, soft = TrainStep(model, cfg)(wav, target)
+    torch.manual_seed(1)
+    lam, perm = draw_mix(6, alpha=0.4)  # one draw, applied to each member's own features
+    members = model.members()
+    mixed = [apply_mix(m.frontend(wav), target, lam, perm) for m in members]
+    logits = [m.head(m.embed_features(feats)[0]) for m, (feats, _) in zip(members, mixed)]
+    torch.testing.assert_close(soft, mixed[0][1])
+    torch.testing.assert_close(mixed[0][1], mixed[1][1])  # both members learn the same soft targets
+    expected_kl = sum(F.kl_div(F.log_softmax(a, -1), F.softmax(b, -1).detach(), reduction="batchmean")
+                      for a, b in ((logits[0], logits[1]), (logits[1], logits[0])))
+    torch.testing.assert_close(mutual_kl(logits), expected_kl)
+    assert expected_kl > 0  # two differently initialised members disagree
+    torch.testing.assert_close(loss, sum(soft_cross_entropy(x, mixed[0][1]) for x in logits) + 0.5 * expected_kl)
+    # the KL pulls a member towards the others (a gradient on its logits) and is zero when they agree
+    x = logits[0].detach().requires_grad_()
+    mutual_kl([x, logits[1].detach()]).backward()
+    assert x.grad.abs().sum() > 0
+    assert mutual_kl([logits[0].detach(), logits[0].detach()]) < 1e-6
+
+
+def test_mutual_learning_needs_an_ensemble_and_a_non_negative_weight():
+    with pytest.raises(SoundformerError, match=r"model.ensemble"):
+        load_config("logmel-transformer", ["model.ensemble=[]", "train.mutual_learning=1"])
+    with pytest.raises(SoundformerError, match=r"train.mutual_learning is a loss weight"):
+        load_config("logmel-transformer", ["train.mutual_learning=-1"])
 
 
 # ---------------------------------------------------------------- every preset

@@ -120,6 +120,7 @@ class TrainConfig:
     device: str = "auto"  # auto|cpu|cuda
     amp: str = "auto"  # auto|bf16|fp16|off (autocast on GPU only)
     threads: int = 0  # CPU threads; 0 = the free cores
+    mutual_learning: float = 0.0  # ensembles: weight of each member's KL to the others' mean prediction (deep mutual learning; members then share one mixup draw); 0 = off
     ema: float = 0.0  # weight EMA decay, reached after a ramp min(ema, (1+n)/(10+n)) over n steps; 0 = off
     tracker: str = "local"  # local|tensorboard|wandb
 
@@ -437,6 +438,12 @@ def validate(cfg: Config) -> None:
         raise SoundformerError(f"train.val_fraction must be in [0, 1), got {t.val_fraction}")
     if not 0 < t.eval_hop <= 1:
         raise SoundformerError(f"train.eval_hop must be in (0, 1], got {t.eval_hop}")
+    if t.mutual_learning < 0:
+        raise SoundformerError(f"train.mutual_learning is a loss weight, >= 0 (0 = off), got {t.mutual_learning}")
+    if t.mutual_learning and len(cfg.model.ensemble) < 2:
+        raise SoundformerError("train.mutual_learning makes the members of an ensemble learn from each other; "
+                               "list two or more members in model.ensemble (e.g. model.ensemble=[log,pcen]) "
+                               "or set train.mutual_learning=0")
     if not 0 <= t.ema < 1:
         raise SoundformerError(f"train.ema must be in [0, 1), got {t.ema}")
 

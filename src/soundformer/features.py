@@ -6,7 +6,7 @@
   two input channels.
 - ``ModulationSpectrum``: waveform -> how fast each of a few mel bands' loudness beats (the power
   spectrum of each band's log envelope, pooled into log-spaced bins) and each band's level.
-- ``spec_augment``, ``mixup``, ``mix_waveforms``, ``random_gain``, ``time_shift``,
+- ``spec_augment``, ``mixup`` (``draw_mix`` + ``apply_mix``), ``mix_waveforms``, ``random_gain``, ``time_shift``,
   ``speed_perturb``: vectorised batch augmentations.
 """
 
@@ -205,9 +205,19 @@ def random_eq(batch: int, n_bins: int, *, max_db: float, points: int) -> torch.T
 
 def mixup(x: torch.Tensor, y: torch.Tensor, *, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Mix each example with a random partner: inputs and (B, C) soft targets alike."""
-    lam = torch.distributions.Beta(alpha, alpha).sample((x.shape[0],))
-    lam = torch.maximum(lam, 1 - lam).to(x.device)  # (B,) the example keeps its own label mostly
-    perm = torch.randperm(x.shape[0]).to(x.device)
+    return apply_mix(x, y, *draw_mix(x.shape[0], alpha=alpha, device=x.device))
+
+
+def draw_mix(batch: int, *, alpha: float, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """One mixup draw: (B,) weights lam >= 0.5 and a (B,) partner permutation. Drawn apart from
+    ``apply_mix`` so that several models (an ensemble's members) can be mixed the same way."""
+    lam = torch.distributions.Beta(alpha, alpha).sample((batch,))
+    lam = torch.maximum(lam, 1 - lam).to(device)  # (B,) the example keeps its own label mostly
+    perm = torch.randperm(batch).to(device)
+    return lam, perm
+
+
+def apply_mix(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, perm: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (-1,) + (1,) * (x.dim() - 1)
     x = lam.view(shape) * x + (1 - lam.view(shape)) * x[perm]
     y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]

@@ -35,6 +35,8 @@ from .distributed import init_from_env, shutdown
 from .errors import Interrupted, SoundformerError
 from .evaluate import accuracy, nll, predict_clips
 from .features import (
+    apply_mix,
+    draw_mix,
     mix_waveforms,
     mixup,
     random_eq,
@@ -235,12 +237,15 @@ class TrainStep(torch.nn.Module):
     A module of its own so that DistributedDataParallel wraps the whole augmented forward. For
     an ensemble, each member draws its own augmentations and has its own loss; the loss returned
     is their sum (so each member gets the gradient it would get alone) and the logits/targets
-    shown in the training accuracy are the first member's.
+    shown in the training accuracy are the first member's. With ``train.mutual_learning`` > 0
+    (deep mutual learning, Zhang et al., 2018) the members share one mixup draw, so they learn
+    the same soft targets, and each member's loss also has that weight times the KL divergence
+    from the other members' mean prediction (held fixed) to its own.
     """
 
     def __init__(self, model: AudioClassifier, cfg: Config):
         super().__init__()
-        self.model, self.aug = model, cfg.augment
+        self.model, self.aug, self.mutual = model, cfg.augment, cfg.train.mutual_learning
 
     def forward(self, wav: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a = self.aug
@@ -252,11 +257,17 @@ class TrainStep(torch.nn.Module):
             wav = speed_perturb(wav, max_change=a.speed)
         if a.mixup_alpha and a.mixup_domain == "waveform":  # one mixture, heard by every member
             wav, target = mix_waveforms(wav, target, alpha=a.mixup_alpha)
-        outputs = [self.member_forward(member, wav, target) for member in self.model.members()]
+        shared_mix = None
+        if self.mutual and a.mixup_alpha and a.mixup_domain == "features":  # one draw for every member
+            shared_mix = draw_mix(wav.shape[0], alpha=a.mixup_alpha, device=wav.device)
+        outputs = [self.member_forward(member, wav, target, shared_mix) for member in self.model.members()]
         loss = sum(soft_cross_entropy(logits, soft) for logits, soft in outputs)
+        if self.mutual and len(outputs) > 1:
+            loss = loss + self.mutual * mutual_kl([logits for logits, _ in outputs])
         return loss, *outputs[0]  # (), (B, C), (B, C)
 
-    def member_forward(self, model: AudioClassifier, wav: torch.Tensor, target: torch.Tensor):
+    def member_forward(self, model: AudioClassifier, wav: torch.Tensor, target: torch.Tensor,
+                       shared_mix: tuple[torch.Tensor, torch.Tensor] | None = None):
         a = self.aug
         feats = model.frontend(wav)
         if model.uses_logmel and a.eq_db:
@@ -266,9 +277,23 @@ class TrainStep(torch.nn.Module):
         if model.uses_logmel and (a.freq_masks or a.time_masks):
             feats = spec_augment(feats, freq_masks=a.freq_masks, freq_width=a.freq_mask_width,
                                  time_masks=a.time_masks, time_width=a.time_mask_width)
-        if a.mixup_alpha and a.mixup_domain == "features":
+        if shared_mix is not None:
+            feats, target = apply_mix(feats, target, *shared_mix)
+        elif a.mixup_alpha and a.mixup_domain == "features":
             feats, target = mixup(feats, target, alpha=a.mixup_alpha)
         return model.head(model.embed_features(feats)[0]), target  # (B, C), (B, C)
+
+
+def mutual_kl(logits: list[torch.Tensor]) -> torch.Tensor:
+    """Sum over members of KL(mean of the other members' probabilities || this member's), the
+    others held fixed (no gradient flows into the teacher side), averaged over the batch."""
+    log_probs = [F.log_softmax(x.float(), dim=-1) for x in logits]  # each (B, C)
+    probs = torch.stack([lp.detach().exp() for lp in log_probs])  # (N, B, C)
+    total = 0.0
+    for i, log_p in enumerate(log_probs):
+        others = (probs.sum(0) - probs[i]) / (len(log_probs) - 1)  # (B, C)
+        total = total + (others * (others.clamp(min=1e-12).log() - log_p)).sum(-1).mean()
+    return total
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
