@@ -309,3 +309,23 @@ def test_late_fusion_averages_in_out_of_fold_probabilities(tmp_path):
         assert run.returncode == 0, run.stderr
         rows = {line.split("|")[1].strip(): line.split("|")[2:] for line in run.stdout.splitlines()[2:]}
         assert rows["cv_right [cv run]"][2].strip() == "0" and rows[f"fused, weight {weight}"][2].strip() == errors
+
+
+def test_members_scores_each_member_and_recomputes_the_trained_ensemble(tiny_esc10, tmp_path):
+    from soundformer.cv import run_cv
+    from soundformer.data.sources import load_manifest
+
+    from .test_train import tiny_cfg
+
+    cfg = tiny_cfg("train.epochs=2", "model.ensemble=[log,pcen]", "train.mutual_learning=1")
+    summary = run_cv(cfg, load_manifest(tiny_esc10), tmp_path / "cv", protocol="standard", progress=False,
+                     log=lambda _: None)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "members.py"), str(tmp_path / "cv")],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr
+    header, _, row = out.stdout.strip().splitlines()
+    assert header.startswith("| run | log member | pcen member | ensemble |")
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    log_acc, pcen_acc, ensemble, disagree, oracle = (float(c.rstrip(" %")) for c in cells[1:])
+    assert ensemble == pytest.approx(100 * summary["test_acc_mean"], abs=0.01)  # the members' average, as trained
+    assert max(log_acc, pcen_acc) <= oracle <= 100 and 0 <= disagree <= 100

@@ -208,8 +208,9 @@ class EnsembleClassifier(AudioClassifier):
     """Several complete classifiers on the same waveform, one per front-end; probabilities averaged.
 
     Training gives each member its own loss, features and augmentation draws on the same batches
-    (``train.TrainStep``), so the members learn as if trained apart. A log-mel and a PCEN member
-    make different mistakes, which is what the average gains from (docs/RESULTS.md).
+    (``train.TrainStep``), so the members learn as if trained apart (unless
+    ``train.mutual_learning`` ties them together). A log-mel and a PCEN member make different
+    mistakes, which is what the average gains from (docs/RESULTS.md).
     """
 
     def __init__(self, *, members: list[AudioClassifier]):
