@@ -240,7 +240,8 @@ class TrainStep(torch.nn.Module):
     shown in the training accuracy are the first member's. With ``train.mutual_learning`` > 0
     (deep mutual learning, Zhang et al., 2018) the members share one mixup draw, so they learn
     the same soft targets, and each member's loss also has that weight times the KL divergence
-    from the other members' mean prediction (held fixed) to its own.
+    from the other members' mean prediction (held fixed) to its own; the loss returned (and
+    logged as ``train_loss``) includes that term.
     """
 
     def __init__(self, model: AudioClassifier, cfg: Config):
