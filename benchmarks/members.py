@@ -30,8 +30,8 @@ def member_probs(job_dir: Path) -> tuple[list[str], list[np.ndarray], np.ndarray
     preds = np.load(job_dir / "predictions.npz")
     clips = [audio.load(p, clf.sample_rate) for p in preds["test_paths"]]
     names = list(clf.cfg.model.ensemble) or [clf.cfg.features.compression]
-    probs = [predict_clips(m, clips, window=clf.window, hop=max(1, int(clf.window * clf.cfg.train.eval_hop)),
-                           short_policy=clf.cfg.audio.short_policy) for m in clf.model.members()]
+    probs = [predict_clips(m, clips, window=clf.window, hop=clf.hop, short_policy=clf.cfg.audio.short_policy)
+             for m in clf.model.members()]
     return names, probs, preds["test_labels"]
 
 
@@ -44,22 +44,21 @@ def main() -> None:
     rows = []
     for folder in map(Path, args.cv_folders):
         jobs = json.loads((folder / "cv_summary.json").read_text())["jobs_planned"]
-        per_member, together, disagree, oracle = None, [], [], []
+        member_accs, together, disagree, oracle = [], [], [], []
         for job in jobs:
             names, probs, labels = member_probs(folder / job)
             right = [p.argmax(1) == labels for p in probs]  # each (n_clips,)
-            accs = [r.mean() for r in right]
-            per_member = [[a] for a in accs] if per_member is None else [m + [a] for m, a in zip(per_member, accs)]
+            member_accs.append([r.mean() for r in right])
             together.append((np.mean(probs, 0).argmax(1) == labels).mean())
             choices = np.stack([p.argmax(1) for p in probs])  # (members, n_clips)
             disagree.append((choices != choices[0]).any(0).mean())
             oracle.append(np.any(right, 0).mean())
-        rows.append((folder.name, names, per_member, together, np.mean(disagree), np.mean(oracle)))
+        rows.append((folder.name, names, np.mean(member_accs, 0), together, np.mean(disagree), np.mean(oracle)))
     names = rows[0][1]
     print("| run | " + " | ".join(f"{m} member" for m in names) + " | ensemble | members disagree | one or more right |")
     print("|---|" + "---|" * (len(names) + 3))
     for run, _, per_member, together, dis, orc in rows:
-        cells = [f"{100 * np.mean(a):.2f} %" for a in per_member]
+        cells = [f"{100 * a:.2f} %" for a in per_member]
         print(f"| {run} | " + " | ".join(cells) + f" | {100 * np.mean(together):.2f} % | {100 * dis:.2f} % | {100 * orc:.2f} % |")
 
 

@@ -38,7 +38,6 @@ from .features import (
     apply_mix,
     draw_mix,
     mix_waveforms,
-    mixup,
     random_eq,
     random_gain,
     spec_augment,
@@ -278,10 +277,9 @@ class TrainStep(torch.nn.Module):
         if model.uses_logmel and (a.freq_masks or a.time_masks):
             feats = spec_augment(feats, freq_masks=a.freq_masks, freq_width=a.freq_mask_width,
                                  time_masks=a.time_masks, time_width=a.time_mask_width)
-        if shared_mix is not None:
-            feats, target = apply_mix(feats, target, *shared_mix)
-        elif a.mixup_alpha and a.mixup_domain == "features":
-            feats, target = mixup(feats, target, alpha=a.mixup_alpha)
+        if a.mixup_alpha and a.mixup_domain == "features":  # the shared draw, or the member's own
+            mix = shared_mix or draw_mix(feats.shape[0], alpha=a.mixup_alpha, device=feats.device)
+            feats, target = apply_mix(feats, target, *mix)
         return model.head(model.embed_features(feats)[0]), target  # (B, C), (B, C)
 
 
@@ -290,9 +288,10 @@ def mutual_kl(logits: list[torch.Tensor]) -> torch.Tensor:
     others held fixed (no gradient flows into the teacher side), averaged over the batch."""
     log_probs = [F.log_softmax(x.float(), dim=-1) for x in logits]  # each (B, C)
     probs = torch.stack([lp.detach().exp() for lp in log_probs])  # (N, B, C)
+    summed = probs.sum(0)  # (B, C)
     total = 0.0
     for i, log_p in enumerate(log_probs):
-        others = (probs.sum(0) - probs[i]) / (len(log_probs) - 1)  # (B, C)
+        others = (summed - probs[i]) / (len(log_probs) - 1)  # (B, C)
         total = total + (others * (others.clamp(min=1e-12).log() - log_p)).sum(-1).mean()
     return total
 
