@@ -329,6 +329,41 @@ def test_mutual_learning_needs_an_ensemble_and_a_non_negative_weight():
         load_config("logmel-transformer", ["train.mutual_learning=-1"])
 
 
+def test_member_mixup_domains_mix_each_member_where_it_is_told():
+    from soundformer.features import mix_waveforms
+    from soundformer.train import TrainStep, soft_cross_entropy
+
+    overrides = ["model.ensemble=[log,pcen]", "model.depth=1", "augment.mixup_alpha=0.4", "augment.freq_masks=0",
+                 "augment.time_masks=0", "augment.gain_db=0", "model.dropout=0", "model.drop_path=0"]
+    cfg = load_config("logmel-transformer", overrides + ["augment.member_mixup_domains=[waveform,features]"])
+    model = build_model(cfg, 3).eval()
+    wav, target = torch.randn(6, 16000) * 0.1, torch.eye(3)[[0, 1, 2, 0, 1, 2]]
+    torch.manual_seed(2)
+    loss, logits, soft = TrainStep(model, cfg)(wav, target)
+    torch.manual_seed(2)  # the same draws, in the same order: the log member's mixture, then the PCEN member's mix
+    mixed_wav, wav_soft = mix_waveforms(wav, target, alpha=0.4)
+    lam, perm = draw_mix(6, alpha=0.4)
+    log_member, pcen_member = model.members()
+    pcen_feats, feat_soft = apply_mix(pcen_member.frontend(wav), target, lam, perm)
+    expected = [log_member(mixed_wav), pcen_member.head(pcen_member.embed_features(pcen_feats)[0])]
+    torch.testing.assert_close(logits, expected[0])
+    torch.testing.assert_close(soft, wav_soft)  # the first member's targets: those of its own mixture
+    assert not torch.equal(wav_soft, feat_soft)  # two draws: the members learn different mixtures
+    torch.testing.assert_close(loss, soft_cross_entropy(expected[0], wav_soft) + soft_cross_entropy(expected[1], feat_soft))
+
+
+def test_member_mixup_domains_need_one_domain_per_member():
+    for bad, message in ((["augment.member_mixup_domains=[waveform]"], "one of features, waveform per member"),
+                         (["augment.member_mixup_domains=[waves,features]"], "per member"),
+                         (["model.ensemble=[]", "augment.member_mixup_domains=[waveform]"], "per member"),
+                         (["augment.member_mixup_domains=[waveform,features]", "train.mutual_learning=1"],
+                          "train.mutual_learning shares one mixup draw")):
+        with pytest.raises(SoundformerError, match=message):
+            load_config("logmel-transformer", bad)
+    cfg = load_config("logmel-transformer", ["augment.member_mixup_domains=[features,waveform]"])
+    assert cfg.augment.member_mixup_domains == ["features", "waveform"]
+
+
 # ---------------------------------------------------------------- every preset
 
 

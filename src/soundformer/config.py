@@ -92,6 +92,7 @@ class AugmentConfig:
     eq_points: int = 4  # knots of that curve, evenly spaced over the mel bins
     mixup_alpha: float = 0.0  # 0 = off
     mixup_domain: str = "features"  # features (after SpecAugment, per model) | waveform (sounds superposed, loudness-aware)
+    member_mixup_domains: list[str] = field(default_factory=list)  # ensembles: one mixup_domain per member of model.ensemble, in its order (e.g. [waveform, features]); [] = every member uses mixup_domain
     freq_masks: int = 0  # SpecAugment (log-mel models only)
     freq_mask_width: int = 8  # widest frequency mask, in mel bins
     time_masks: int = 0  # SpecAugment time masks
@@ -438,6 +439,16 @@ def validate(cfg: Config) -> None:
         raise SoundformerError(f"train.val_fraction must be in [0, 1), got {t.val_fraction}")
     if not 0 < t.eval_hop <= 1:
         raise SoundformerError(f"train.eval_hop must be in (0, 1], got {t.eval_hop}")
+    if g.member_mixup_domains:
+        listed = f"[{', '.join(g.member_mixup_domains)}]"
+        domains = CHOICES["augment.mixup_domain"]
+        if len(g.member_mixup_domains) != len(m.ensemble) or any(d not in domains for d in g.member_mixup_domains):
+            raise SoundformerError(
+                f"augment.member_mixup_domains={listed} needs one of {', '.join(domains)} per member of "
+                f"model.ensemble=[{', '.join(m.ensemble)}], in its order (e.g. [waveform, features]), or []")
+        if t.mutual_learning:
+            raise SoundformerError("train.mutual_learning shares one mixup draw between the members, which "
+                                   "augment.member_mixup_domains gives apart: set one of them to its default")
     if t.mutual_learning < 0:
         raise SoundformerError(f"train.mutual_learning is a loss weight, >= 0 (0 = off), got {t.mutual_learning}")
     if t.mutual_learning and len(cfg.model.ensemble) < 2:

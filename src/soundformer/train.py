@@ -246,6 +246,9 @@ class TrainStep(torch.nn.Module):
     def __init__(self, model: AudioClassifier, cfg: Config):
         super().__init__()
         self.model, self.aug, self.mutual = model, cfg.augment, cfg.train.mutual_learning
+        # where each member's examples are mixed; per member only with augment.member_mixup_domains
+        self.per_member = bool(cfg.augment.member_mixup_domains)
+        self.domains = cfg.augment.member_mixup_domains or [cfg.augment.mixup_domain] * len(model.members())
 
     def forward(self, wav: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a = self.aug
@@ -255,20 +258,23 @@ class TrainStep(torch.nn.Module):
             wav = time_shift(wav, max_fraction=a.time_shift)
         if a.speed:
             wav = speed_perturb(wav, max_change=a.speed)
-        if a.mixup_alpha and a.mixup_domain == "waveform":  # one mixture, heard by every member
+        if a.mixup_alpha and a.mixup_domain == "waveform" and not self.per_member:  # one mixture, heard by every member
             wav, target = mix_waveforms(wav, target, alpha=a.mixup_alpha)
         shared_mix = None
         if self.mutual and a.mixup_alpha and a.mixup_domain == "features":  # one draw for every member
             shared_mix = draw_mix(wav.shape[0], alpha=a.mixup_alpha, device=wav.device)
-        outputs = [self.member_forward(member, wav, target, shared_mix) for member in self.model.members()]
+        outputs = [self.member_forward(member, wav, target, shared_mix, domain)
+                   for member, domain in zip(self.model.members(), self.domains)]
         loss = sum(soft_cross_entropy(logits, soft) for logits, soft in outputs)
         if self.mutual and len(outputs) > 1:
             loss = loss + self.mutual * mutual_kl([logits for logits, _ in outputs])
         return loss, *outputs[0]  # (), (B, C), (B, C)
 
     def member_forward(self, model: AudioClassifier, wav: torch.Tensor, target: torch.Tensor,
-                       shared_mix: tuple[torch.Tensor, torch.Tensor] | None = None):
+                       shared_mix: tuple[torch.Tensor, torch.Tensor] | None = None, domain: str = "features"):
         a = self.aug
+        if a.mixup_alpha and domain == "waveform" and self.per_member:  # this member's own mixture
+            wav, target = mix_waveforms(wav, target, alpha=a.mixup_alpha)
         feats = model.frontend(wav)
         if model.uses_logmel and a.eq_db:
             # dB -> natural-log units -> the frontend's per-bin standardised units
@@ -277,7 +283,7 @@ class TrainStep(torch.nn.Module):
         if model.uses_logmel and (a.freq_masks or a.time_masks):
             feats = spec_augment(feats, freq_masks=a.freq_masks, freq_width=a.freq_mask_width,
                                  time_masks=a.time_masks, time_width=a.time_mask_width)
-        if a.mixup_alpha and a.mixup_domain == "features":  # the shared draw, or the member's own
+        if a.mixup_alpha and domain == "features":  # the shared draw, or the member's own
             mix = shared_mix or draw_mix(feats.shape[0], alpha=a.mixup_alpha, device=feats.device)
             feats, target = apply_mix(feats, target, *mix)
         return model.head(model.embed_features(feats)[0]), target  # (B, C), (B, C)
