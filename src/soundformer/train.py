@@ -240,7 +240,9 @@ class TrainStep(torch.nn.Module):
     (deep mutual learning, Zhang et al., 2018) the members share one mixup draw, so they learn
     the same soft targets, and each member's loss also has that weight times the KL divergence
     from the other members' mean prediction (held fixed) to its own; the loss returned (and
-    logged as ``train_loss``) includes that term.
+    logged as ``train_loss``) includes that term. ``augment.member_mixup_domains`` gives each
+    member its own mixup domain: a ``waveform`` member hears its own mixture of the batch's
+    sounds, a ``features`` member mixes its own features.
     """
 
     def __init__(self, model: AudioClassifier, cfg: Config):
