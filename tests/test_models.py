@@ -357,7 +357,9 @@ def test_member_mixup_domains_need_one_domain_per_member():
                          (["augment.member_mixup_domains=[waves,features]"], "per member"),
                          (["model.ensemble=[]", "augment.member_mixup_domains=[waveform]"], "per member"),
                          (["augment.member_mixup_domains=[waveform,features]", "train.mutual_learning=1"],
-                          "train.mutual_learning shares one mixup draw")):
+                          "train.mutual_learning shares one mixup draw"),
+                         (["augment.member_mixup_domains=[waveform,features]", "augment.mixup_alpha=0"],
+                          "mixup is off")):
         with pytest.raises(SoundformerError, match=message):
             load_config("logmel-transformer", bad)
     cfg = load_config("logmel-transformer", ["augment.member_mixup_domains=[features,waveform]"])

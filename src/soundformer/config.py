@@ -446,6 +446,9 @@ def validate(cfg: Config) -> None:
             raise SoundformerError(
                 f"augment.member_mixup_domains={listed} needs one of {', '.join(domains)} per member of "
                 f"model.ensemble=[{', '.join(m.ensemble)}], in its order (e.g. [waveform, features]), or []")
+        if not g.mixup_alpha:
+            raise SoundformerError("augment.member_mixup_domains says where each member mixes its examples, but "
+                                   "mixup is off: set augment.mixup_alpha > 0 (e.g. 0.4) or member_mixup_domains=[]")
         if t.mutual_learning:
             raise SoundformerError("train.mutual_learning shares one mixup draw between the members, which "
                                    "augment.member_mixup_domains gives apart: set one of them to its default")
