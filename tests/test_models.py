@@ -293,16 +293,25 @@ def test_waveform_mixup_gives_every_member_the_same_mixture():
     torch.testing.assert_close(loss, sum(soft_cross_entropy(m(mixed), expected_soft) for m in model.members()))
 
 
-def test_mutual_learning_adds_each_members_kl_to_the_others_and_shares_the_mixup_draw():
-    from soundformer.train import TrainStep, mutual_kl, soft_cross_entropy
+def mixed_pair_step(setting: str, *, seed: int):
+    """One TrainStep of a small log-mel + PCEN pair with mixup (alpha 0.4) and ``setting``, every other
+    random augmentation and dropout off, in eval mode (so the numbers repeat), after seeding ``seed``:
+    (model, wav, target, (loss, logits, soft targets))."""
+    from soundformer.train import TrainStep
 
-    overrides = ["model.ensemble=[log,pcen]", "model.depth=1", "augment.mixup_alpha=0.4", "augment.freq_masks=0",
-                 "augment.time_masks=0", "augment.gain_db=0", "model.dropout=0", "model.drop_path=0"]
-    cfg = load_config("logmel-transformer", overrides + ["train.mutual_learning=0.5"])
+    cfg = load_config("logmel-transformer", ["model.ensemble=[log,pcen]", "model.depth=1", "augment.mixup_alpha=0.4",
+                                             "augment.freq_masks=0", "augment.time_masks=0", "augment.gain_db=0",
+                                             "model.dropout=0", "model.drop_path=0", setting])
     model = build_model(cfg, 3).eval()
     wav, target = torch.randn(6, 16000) * 0.1, torch.eye(3)[[0, 1, 2, 0, 1, 2]]
-    torch.manual_seed(1)
-    loss, _, soft = TrainStep(model, cfg)(wav, target)
+    torch.manual_seed(seed)
+    return model, wav, target, TrainStep(model, cfg)(wav, target)
+
+
+def test_mutual_learning_adds_each_members_kl_to_the_others_and_shares_the_mixup_draw():
+    from soundformer.train import mutual_kl, soft_cross_entropy
+
+    model, wav, target, (loss, _, soft) = mixed_pair_step("train.mutual_learning=0.5", seed=1)
     torch.manual_seed(1)
     lam, perm = draw_mix(6, alpha=0.4)  # one draw, applied to each member's own features
     members = model.members()
@@ -331,15 +340,9 @@ def test_mutual_learning_needs_an_ensemble_and_a_non_negative_weight():
 
 def test_member_mixup_domains_mix_each_member_where_it_is_told():
     from soundformer.features import mix_waveforms
-    from soundformer.train import TrainStep, soft_cross_entropy
+    from soundformer.train import soft_cross_entropy
 
-    overrides = ["model.ensemble=[log,pcen]", "model.depth=1", "augment.mixup_alpha=0.4", "augment.freq_masks=0",
-                 "augment.time_masks=0", "augment.gain_db=0", "model.dropout=0", "model.drop_path=0"]
-    cfg = load_config("logmel-transformer", overrides + ["augment.member_mixup_domains=[waveform,features]"])
-    model = build_model(cfg, 3).eval()
-    wav, target = torch.randn(6, 16000) * 0.1, torch.eye(3)[[0, 1, 2, 0, 1, 2]]
-    torch.manual_seed(2)
-    loss, logits, soft = TrainStep(model, cfg)(wav, target)
+    model, wav, target, (loss, logits, soft) = mixed_pair_step("augment.member_mixup_domains=[waveform,features]", seed=2)
     torch.manual_seed(2)  # the same draws, in the same order: the log member's mixture, then the PCEN member's mix
     mixed_wav, wav_soft = mix_waveforms(wav, target, alpha=0.4)
     lam, perm = draw_mix(6, alpha=0.4)
