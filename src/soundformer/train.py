@@ -248,9 +248,12 @@ class TrainStep(torch.nn.Module):
     def __init__(self, model: AudioClassifier, cfg: Config):
         super().__init__()
         self.model, self.aug, self.mutual = model, cfg.augment, cfg.train.mutual_learning
-        # where each member's examples are mixed; per member only with augment.member_mixup_domains
-        self.per_member = bool(cfg.augment.member_mixup_domains)
-        self.domains = cfg.augment.member_mixup_domains or [cfg.augment.mixup_domain] * len(model.members())
+        a = self.aug
+        # one waveform mixture heard by every member, unless each member has its own domain
+        self.shared_waveform_mix = bool(a.mixup_alpha) and not a.member_mixup_domains and a.mixup_domain == "waveform"
+        # where each member mixes its own examples; None: it hears the shared mixture
+        domains = a.member_mixup_domains or [a.mixup_domain] * len(model.members())
+        self.domains = [None] * len(domains) if self.shared_waveform_mix else domains
 
     def forward(self, wav: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a = self.aug
@@ -260,7 +263,7 @@ class TrainStep(torch.nn.Module):
             wav = time_shift(wav, max_fraction=a.time_shift)
         if a.speed:
             wav = speed_perturb(wav, max_change=a.speed)
-        if a.mixup_alpha and a.mixup_domain == "waveform" and not self.per_member:  # one mixture, heard by every member
+        if self.shared_waveform_mix:
             wav, target = mix_waveforms(wav, target, alpha=a.mixup_alpha)
         shared_mix = None
         if self.mutual and a.mixup_alpha and a.mixup_domain == "features":  # one draw for every member
@@ -273,9 +276,9 @@ class TrainStep(torch.nn.Module):
         return loss, *outputs[0]  # (), (B, C), (B, C)
 
     def member_forward(self, model: AudioClassifier, wav: torch.Tensor, target: torch.Tensor,
-                       shared_mix: tuple[torch.Tensor, torch.Tensor] | None = None, domain: str = "features"):
+                       shared_mix: tuple[torch.Tensor, torch.Tensor] | None = None, domain: str | None = "features"):
         a = self.aug
-        if a.mixup_alpha and domain == "waveform" and self.per_member:  # this member's own mixture
+        if a.mixup_alpha and domain == "waveform":  # this member's own mixture
             wav, target = mix_waveforms(wav, target, alpha=a.mixup_alpha)
         feats = model.frontend(wav)
         if model.uses_logmel and a.eq_db:
