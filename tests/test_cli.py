@@ -4,7 +4,7 @@ import pytest
 
 from soundformer.cli import main
 
-from .conftest import ESC10
+from .conftest import ESC10, write_esc10
 
 TINY = ["--set", "audio.window_seconds=0.5", "--set", "model.dim=32", "--set", "model.depth=1",
         "--set", "model.mlp_dim=32", "--set", "model.channels=[8,16]", "--set", "train.batch_size=4"]
@@ -91,3 +91,32 @@ def test_presets_prints_a_preset_in_full_with_meanings(tmp_path, capsys):
     assert {k: v for k, v in printed.items() if k != "name"} == {k: v for k, v in wanted.items() if k != "name"}
     assert main(["presets", "nope"]) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+
+
+def test_presets_prints_a_protocol_section_that_survives_a_round_trip(tmp_path, capsys):
+    from soundformer.config import load_config
+
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("base: logmel-cnn\ntrain: {epochs: 72}\nprotocols:\n  report:\n    train: {epochs: 80}\n")
+    assert main(["presets", str(preset)]) == 0
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    assert load_config(str(printed)).train.epochs == 72
+    assert load_config(str(printed), protocol="report").train.epochs == 80
+    assert main(["presets", str(preset), "--protocol", "report"]) == 0
+    assert "  epochs: 80  # passes over the training clips" in capsys.readouterr().out
+
+
+def test_cv_trains_with_the_presets_settings_for_its_protocol(tmp_path, capsys):
+    data = write_esc10(tmp_path / "d", per_fold=1, seconds=0.5)
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("base: logmel-cnn\ntrain: {epochs: 1}\nprotocols:\n  report:\n    train: {epochs: 2}\n")
+    args = ["cv", "--preset", str(preset), "--data", str(data), "--protocol", "report", "--quiet", *TINY]
+    assert main([*args, "--out", str(tmp_path / "cv")]) == 0
+    runs = [d for d in (tmp_path / "cv").iterdir() if (d / "config.yaml").exists()]
+    assert len(runs) == 4
+    for run in runs:
+        assert "epochs: 2\n" in (run / "config.yaml").read_text()
+        assert len((run / "metrics.csv").read_text().strip().splitlines()) == 1 + 2  # header + two epochs
+    assert main([*args, "--out", str(tmp_path / "cv1"), "--epochs", "1"]) == 0
+    assert "epochs: 1\n" in next((tmp_path / "cv1").glob("*/config.yaml")).read_text()  # the flag wins

@@ -73,3 +73,45 @@ def test_yaml_file_preset(tmp_path):
     assert cfg.name == "mine" and cfg.model.depth == 2 and cfg.model.name == "logmel_transformer"
     apply_override(cfg, "model.depth=3")
     assert cfg.model.depth == 3
+
+
+def _protocol_preset(tmp_path, section="report:\n    train: {epochs: 80}\n", name="mine"):
+    p = tmp_path / f"{name}.yaml"
+    p.write_text(f"base: logmel-cnn\ntrain: {{epochs: 72}}\nprotocols:\n  {section}")
+    return str(p)
+
+
+def test_a_protocol_section_applies_under_its_protocol_only_and_set_wins(tmp_path):
+    preset = _protocol_preset(tmp_path)
+    assert load_config(preset).train.epochs == 72  # train, presets, summary: the preset's own values
+    assert load_config(preset, protocol="standard").train.epochs == 72
+    assert load_config(preset, protocol="report").train.epochs == 80
+    assert load_config(preset, ["train.epochs=5"], protocol="report").train.epochs == 5
+    child = tmp_path / "child.yaml"  # a preset inherits its base's protocol sections
+    child.write_text(f"base: {preset}\nmodel: {{dropout: 0.2}}\n")
+    cfg = load_config(str(child), protocol="report")
+    assert cfg.train.epochs == 80 and cfg.model.dropout == 0.2 and cfg.name == "child"
+    with pytest.raises(SoundformerError, match="unknown protocol 'loo'"):
+        load_config(preset, protocol="loo")
+
+
+@pytest.mark.parametrize("section, message", [
+    ("loo:\n    train: {epochs: 80}\n", "unknown protocol 'loo' under 'protocols'"),
+    ("report: 80\n", "protocols.report must be a mapping"),
+    # a typo is caught even when the protocol is not in use
+    ("report:\n    train: {epochz: 80}\n", "protocols.report: unknown config key 'train.epochz'"),
+    ("report:\n    train: {epochs: -1}\n", "protocols.report: train.epochs must be > 0"),
+])
+def test_bad_protocol_sections_are_refused_naming_the_setting(tmp_path, section, message):
+    with pytest.raises(SoundformerError, match=message):
+        load_config(_protocol_preset(tmp_path, section), protocol="standard")
+
+
+def test_protocols_yaml_prints_the_section_without_what_set_overrides(tmp_path):
+    from soundformer.config import protocols_yaml
+
+    preset = _protocol_preset(tmp_path, "report:\n    train: {epochs: 80, lr: 0.001}\n")
+    assert "report:\n    train: {epochs: 80, lr: 0.001}" in protocols_yaml(preset)
+    assert "train: {lr: 0.001}" in protocols_yaml(preset, ["train.epochs=3"])
+    assert protocols_yaml(preset, ["train.epochs=3", "train.lr=1e-4"]) == ""
+    assert protocols_yaml("seed-cnn") == ""

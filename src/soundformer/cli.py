@@ -83,7 +83,8 @@ def _config_from_args(args) -> Config:  # noqa: F821
             overrides.append(f"{key}={value}")
     if getattr(args, "skip_bad", False):
         overrides.append("data.skip_bad=true")
-    return load_config(args.preset, overrides)
+    # cv and sweep name a protocol: the preset's settings for it (if any) apply under the overrides
+    return load_config(args.preset, overrides, protocol=getattr(args, "protocol", None))
 
 
 def _config_and_data(args):
@@ -133,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_pre.add_argument("preset", nargs="?", help="preset name or YAML file to print in full")
     p_pre.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value (repeatable)")
+    p_pre.add_argument("--protocol", choices=["report", "standard"],
+                       help="the settings `cv`/`sweep` use under this protocol (a preset may set some per "
+                            "protocol, e.g. more epochs when a whole fold validates); default: the preset's own")
     p_sum = sub.add_parser("summary", help="parameters and multiply-accumulates of a preset")
     _add_config_args(p_sum)
     p_sum.add_argument("--classes", type=int, default=10, help="number of classes (default: 10)")
@@ -192,7 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_st.add_argument("--out", required=True, help="study folder (one sub-folder per model, report/ at the end)")
     p_st.add_argument("--budget", choices=["quick", "full"], default="quick",
                       help="quick: minutes on a laptop CPU (few epochs, seed transformer shrunk, labelled); "
-                           "full: the presets as they are (default: %(default)s)")
+                           "full: the presets as they are, with their settings for the report protocol (default: %(default)s)")
     p_st.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a config value for every model")
     p_st.add_argument("--jobs", type=int, default=1, help="parallel jobs (threads split between them)")
@@ -227,10 +231,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_presets(args) -> int:
-    from .config import annotated_yaml, load_config, preset_names
+    from .config import annotated_yaml, load_config, preset_names, protocols_yaml
 
     if args.preset:
-        print(annotated_yaml(load_config(args.preset, args.overrides)), end="")
+        print(annotated_yaml(load_config(args.preset, args.overrides, protocol=args.protocol)), end="")
+        if args.protocol is None:
+            print(protocols_yaml(args.preset, args.overrides), end="")
         return 0
     for name in preset_names():
         print(f"{name:22s} {load_config(name).description}")

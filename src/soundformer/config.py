@@ -1,11 +1,15 @@
 """Configuration: dataclasses, YAML presets, ``--set key=value`` overrides and validation.
 
 A preset is a YAML file in ``soundformer/presets``; it may name a ``base`` preset whose values
-it overrides. The resolved config (every field, after overrides) is saved with each run.
+it overrides, and hold a ``protocols`` section of values that apply under one cross-validation
+protocol only (``protocols: {report: {train: {epochs: 80}}}``). Precedence, lowest first: base
+preset, preset, the preset's section for the protocol in use, ``--set`` overrides. The resolved
+config (every field, after all of these) is saved with each run.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import types
 import typing
@@ -141,6 +145,7 @@ class Config:
         return dataclasses.asdict(self)
 
 
+PROTOCOLS = ("report", "standard")  # cross-validation protocols (cv.plan_jobs)
 MODULATION_MEMBER = "modulation"  # the model.ensemble entry for a modulation_linear member
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -208,12 +213,56 @@ def _deep_update(into: dict, new: dict) -> None:
             into[key] = value
 
 
+def _protocol_sections(raw: dict[str, Any], preset: str) -> dict[str, dict[str, Any]]:
+    """Pop the preset's ``protocols`` section and check it: a mapping from protocol names to
+    partial configs, each of which must resolve to a valid config (a typo in a section for a
+    protocol not in use is still reported)."""
+    sections = raw.pop("protocols", None) or {}
+    if not isinstance(sections, dict):
+        raise SoundformerError(f"preset '{preset}': 'protocols' must map protocol names ({', '.join(PROTOCOLS)}) "
+                               f"to settings, e.g. protocols: {{report: {{train: {{epochs: 80}}}}}}")
+    for protocol, section in sections.items():
+        if protocol not in PROTOCOLS:
+            raise SoundformerError(f"preset '{preset}': unknown protocol '{protocol}' under 'protocols'; "
+                                   f"choose one of: {', '.join(PROTOCOLS)}")
+        if not isinstance(section, dict):
+            raise SoundformerError(f"preset '{preset}': protocols.{protocol} must be a mapping of settings, "
+                                   f"e.g. {{train: {{epochs: 80}}}}")
+        merged = copy.deepcopy(raw)
+        _deep_update(merged, copy.deepcopy(section))
+        try:
+            validate(from_dict(merged))
+        except SoundformerError as exc:
+            raise SoundformerError(f"preset '{preset}', protocols.{protocol}: {exc}") from None
+    return sections
+
+
+def protocol_settings(preset: str) -> dict[str, dict[str, Any]]:
+    """The settings a preset changes under each protocol, as ``{protocol: {"section.key": value}}``."""
+    sections = _protocol_sections(_preset_dict(preset), preset)
+    flat: dict[str, dict[str, Any]] = {}
+    for protocol, section in sections.items():
+        flat[protocol] = {}
+        for key, value in section.items():
+            if isinstance(value, dict):
+                flat[protocol].update({f"{key}.{sub}": v for sub, v in value.items()})
+            else:
+                flat[protocol][key] = value
+    return flat
+
+
 def load_config(
-    preset: str = "logmel-transformer", overrides: list[str] | None = None
+    preset: str = "logmel-transformer", overrides: list[str] | None = None, *, protocol: str | None = None
 ) -> Config:
-    """Preset + ``key=value`` overrides -> validated Config."""
+    """Preset (+ its section for ``protocol``, if it has one) + ``key=value`` overrides -> validated
+    Config. ``protocol=None`` (single runs, ``presets``, ``summary``) uses the preset's own values."""
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise SoundformerError(f"unknown protocol '{protocol}'; choose one of: {', '.join(PROTOCOLS)}")
     raw = _preset_dict(preset)
     name = raw.get("name", preset)
+    sections = _protocol_sections(raw, name)
+    if protocol in sections:
+        _deep_update(raw, copy.deepcopy(sections[protocol]))
     cfg = from_dict(raw)
     cfg.name = name
     for item in overrides or []:
@@ -493,6 +542,23 @@ def annotated_yaml(cfg: Config) -> str:
             note = comments.get(f"{section}.{key}")
             lines.append(f"  {text}" + (f"  # {note}" if note else ""))
     return "\n".join(lines) + "\n"
+
+
+def protocols_yaml(preset: str, overrides: list[str] | None = None) -> str:
+    """The preset's ``protocols`` section as YAML (to follow ``annotated_yaml``, so the printout
+    stays a complete preset), without the keys that ``overrides`` set: ``--set`` wins over it."""
+    overridden = {item.split("=", 1)[0].strip() for item in overrides or []}
+    nested: dict[str, dict[str, Any]] = {}
+    for protocol, changes in protocol_settings(preset).items():
+        for key, value in changes.items():
+            if key not in overridden:
+                section, _, name = key.rpartition(".")
+                into = nested.setdefault(protocol, {})
+                (into.setdefault(section, {}) if section else into)[name] = value
+    if not nested:
+        return ""
+    body = yaml.safe_dump({"protocols": nested}, default_flow_style=None, sort_keys=False, width=10**6)
+    return f"# under one cross-validation protocol only (cv/sweep --protocol; --set wins over these):\n{body}"
 
 
 def save_config(cfg: Config, path: Path) -> None:

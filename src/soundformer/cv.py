@@ -20,13 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config
+from .config import PROTOCOLS, Config
 from .data.sources import Manifest, split_validation
 from .errors import Interrupted, SoundformerError
 from .runtime import threads_per_job
 from .train import DONE, Split, run_job
-
-PROTOCOLS = ("report", "standard")
 
 
 @dataclass

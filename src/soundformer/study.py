@@ -37,7 +37,7 @@ def study_configs(budget: str, data_path: str, extra: list[str] | None = None) -
         overrides, label = [], ""
         if budget == "quick":
             overrides, label = QUICK["seed-transformer" if name.startswith("seed-transformer") else name]
-        cfg = load_config(name, overrides + list(extra or []))
+        cfg = load_config(name, overrides + list(extra or []), protocol="report")
         cfg.data.path = data_path
         if label:
             cfg.description += f" [{label}]"

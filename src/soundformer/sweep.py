@@ -42,7 +42,7 @@ def run_sweep(preset: str, overrides: list[str], grid: dict[str, list[str]], man
     points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     configs, given_validation = [], False
     for point in points:  # validate every point before training any
-        cfg = load_config(preset, overrides)
+        cfg = load_config(preset, overrides, protocol=protocol)
         for key, value in point.items():
             apply_override(cfg, f"{key}={value}")
         validate(cfg)
