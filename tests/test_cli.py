@@ -113,10 +113,12 @@ def test_cv_trains_with_the_presets_settings_for_its_protocol(tmp_path, capsys):
     preset.write_text("base: logmel-cnn\ntrain: {epochs: 1}\nprotocols:\n  report:\n    train: {epochs: 2}\n")
     args = ["cv", "--preset", str(preset), "--data", str(data), "--protocol", "report", "--quiet", *TINY]
     assert main([*args, "--out", str(tmp_path / "cv")]) == 0
+    assert "under the report protocol this preset sets train.epochs=2" in capsys.readouterr().out
     runs = [d for d in (tmp_path / "cv").iterdir() if (d / "config.yaml").exists()]
     assert len(runs) == 4
     for run in runs:
         assert "epochs: 2\n" in (run / "config.yaml").read_text()
         assert len((run / "metrics.csv").read_text().strip().splitlines()) == 1 + 2  # header + two epochs
     assert main([*args, "--out", str(tmp_path / "cv1"), "--epochs", "1"]) == 0
+    assert "this preset sets" not in capsys.readouterr().out
     assert "epochs: 1\n" in next((tmp_path / "cv1").glob("*/config.yaml")).read_text()  # the flag wins

@@ -193,3 +193,17 @@ def test_place_model_on_cpu_computes_the_same_in_channels_last():
     fresh = build_model(cfg, 3).eval()
     fresh.load_state_dict(placed.state_dict())
     assert torch.allclose(fresh(wav), out_placed, atol=1e-4)
+
+
+def test_sweep_passes_the_shortcut_flags_to_every_point(tmp_path):
+    """--skip-bad and --tracker reach each point's config as they reach a cv run's."""
+    data = write_esc10(tmp_path / "d", per_fold=1)
+    (data / "002 - beta" / "2-999-A.wav").write_bytes(b"RIFF....WAVEfmt garbage")
+    args = ["sweep", "--data", str(data), "--grid", "train.lr=1e-3", "--protocol", "standard", "--epochs", "1",
+            "--quiet", "--skip-bad", "--tracker", "tensorboard", "--out", str(tmp_path / "sw")]
+    for kv in TINY:
+        args += ["--set", kv]
+    assert main(args) == 0
+    configs = [c.read_text() for c in (tmp_path / "sw").glob("*/*/config.yaml")]
+    assert len(configs) == 5
+    assert all("skip_bad: true" in c and "tracker: tensorboard" in c for c in configs)

@@ -75,6 +75,12 @@ def _add_launcher_args(p: argparse.ArgumentParser) -> None:
 def _config_from_args(args) -> Config:  # noqa: F821
     from .config import load_config
 
+    # cv and sweep name a protocol: the preset's settings for it (if any) apply under the overrides
+    return load_config(args.preset, _overrides_from_args(args), protocol=getattr(args, "protocol", None))
+
+
+def _overrides_from_args(args) -> list[str]:
+    """``--set`` items plus the shortcut flags (--epochs, --seed, ...) as ``key=value`` items."""
     overrides = list(args.overrides)
     for flag, key in (("epochs", "train.epochs"), ("seed", "train.seed"), ("device", "train.device"),
                       ("tracker", "train.tracker"), ("format", "data.format"), ("subset", "data.subset")):
@@ -83,8 +89,17 @@ def _config_from_args(args) -> Config:  # noqa: F821
             overrides.append(f"{key}={value}")
     if getattr(args, "skip_bad", False):
         overrides.append("data.skip_bad=true")
-    # cv and sweep name a protocol: the preset's settings for it (if any) apply under the overrides
-    return load_config(args.preset, overrides, protocol=getattr(args, "protocol", None))
+    return overrides
+
+
+def _say_protocol_settings(args) -> None:
+    """One line naming what the preset sets for this protocol, so a run's epochs never surprise."""
+    from .config import protocol_settings
+
+    changes = protocol_settings(args.preset, _overrides_from_args(args)).get(args.protocol)
+    if changes:
+        listed = ", ".join(f"{k}={v}" for k, v in changes.items())
+        print(f"{args.preset}: under the {args.protocol} protocol this preset sets {listed} (--set wins)")
 
 
 def _config_and_data(args):
@@ -326,6 +341,7 @@ def cmd_cv(args) -> int:
     from .cv import run_cv
 
     cfg, _, manifest = _config_and_data(args)
+    _say_protocol_settings(args)
     summary = run_cv(cfg, manifest, Path(args.out), protocol=args.protocol, jobs=max(1, args.jobs),
                      test_fold=args.test_fold, progress=not args.quiet, launcher=args.launcher,
                      ray_address=args.address)
@@ -444,10 +460,8 @@ def cmd_sweep(args) -> int:
     from .sweep import parse_grid, run_sweep
 
     _, data_path, manifest = _config_and_data(args)  # validates the base config and flags
-    overrides = list(args.overrides)
-    for flag, key in (("epochs", "train.epochs"), ("seed", "train.seed"), ("device", "train.device")):
-        if getattr(args, flag, None) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
+    overrides = _overrides_from_args(args)
+    _say_protocol_settings(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = run_sweep(args.preset, overrides, parse_grid(args.grid), manifest, str(data_path.resolve()), out,

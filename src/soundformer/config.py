@@ -237,17 +237,20 @@ def _protocol_sections(raw: dict[str, Any], preset: str) -> dict[str, dict[str, 
     return sections
 
 
-def protocol_settings(preset: str) -> dict[str, dict[str, Any]]:
-    """The settings a preset changes under each protocol, as ``{protocol: {"section.key": value}}``."""
+def protocol_settings(preset: str, overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The settings a preset changes under each protocol, as ``{protocol: {"section.key": value}}``,
+    leaving out the keys that ``overrides`` (``--set`` items) set: those win."""
     sections = _protocol_sections(_preset_dict(preset), preset)
+    overridden = {item.split("=", 1)[0].strip() for item in overrides or []}
     flat: dict[str, dict[str, Any]] = {}
     for protocol, section in sections.items():
-        flat[protocol] = {}
+        changes: dict[str, Any] = {}
         for key, value in section.items():
             if isinstance(value, dict):
-                flat[protocol].update({f"{key}.{sub}": v for sub, v in value.items()})
+                changes.update({f"{key}.{sub}": v for sub, v in value.items()})
             else:
-                flat[protocol][key] = value
+                changes[key] = value
+        flat[protocol] = {k: v for k, v in changes.items() if k not in overridden}
     return flat
 
 
@@ -547,14 +550,12 @@ def annotated_yaml(cfg: Config) -> str:
 def protocols_yaml(preset: str, overrides: list[str] | None = None) -> str:
     """The preset's ``protocols`` section as YAML (to follow ``annotated_yaml``, so the printout
     stays a complete preset), without the keys that ``overrides`` set: ``--set`` wins over it."""
-    overridden = {item.split("=", 1)[0].strip() for item in overrides or []}
     nested: dict[str, dict[str, Any]] = {}
-    for protocol, changes in protocol_settings(preset).items():
+    for protocol, changes in protocol_settings(preset, overrides).items():
         for key, value in changes.items():
-            if key not in overridden:
-                section, _, name = key.rpartition(".")
-                into = nested.setdefault(protocol, {})
-                (into.setdefault(section, {}) if section else into)[name] = value
+            section, _, name = key.rpartition(".")
+            into = nested.setdefault(protocol, {})
+            (into.setdefault(section, {}) if section else into)[name] = value
     if not nested:
         return ""
     body = yaml.safe_dump({"protocols": nested}, default_flow_style=None, sort_keys=False, width=10**6)
