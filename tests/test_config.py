@@ -97,6 +97,7 @@ def test_a_protocol_section_applies_under_its_protocol_only_and_set_wins(tmp_pat
 
 @pytest.mark.parametrize("section, message", [
     ("loo:\n    train: {epochs: 80}\n", "unknown protocol 'loo' under 'protocols'"),
+    ("- report\n", "'protocols' must map protocol names"),
     ("report: 80\n", "protocols.report must be a mapping"),
     # a typo is caught even when the protocol is not in use
     ("report:\n    train: {epochz: 80}\n", "protocols.report: unknown config key 'train.epochz'"),
