@@ -237,20 +237,36 @@ def _protocol_sections(raw: dict[str, Any], preset: str) -> dict[str, dict[str, 
     return sections
 
 
-def protocol_settings(preset: str, overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """The settings a preset changes under each protocol, as ``{protocol: {"section.key": value}}``,
-    leaving out the keys that ``overrides`` (``--set`` items) set: those win."""
-    sections = _protocol_sections(_preset_dict(preset), preset)
+def _protocol_sections_left(preset: str, overrides: list[str] | None) -> dict[str, dict[str, Any]]:
+    """The preset's protocol sections without the keys that ``overrides`` (``--set`` items) set,
+    since those win; sections left empty are dropped."""
     overridden = {item.split("=", 1)[0].strip() for item in overrides or []}
-    flat: dict[str, dict[str, Any]] = {}
-    for protocol, section in sections.items():
-        changes: dict[str, Any] = {}
+    left: dict[str, dict[str, Any]] = {}
+    for protocol, section in _protocol_sections(_preset_dict(preset), preset).items():
+        kept = {}
         for key, value in section.items():
             if isinstance(value, dict):
-                changes.update({f"{key}.{sub}": v for sub, v in value.items()})
+                value = {sub: v for sub, v in value.items() if f"{key}.{sub}" not in overridden}
+                if value:
+                    kept[key] = value
+            elif key not in overridden:
+                kept[key] = value
+        if kept:
+            left[protocol] = kept
+    return left
+
+
+def protocol_settings(preset: str, overrides: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The settings a preset changes under each protocol, as ``{protocol: {"section.key": value}}``,
+    leaving out the keys that ``overrides`` set."""
+    flat: dict[str, dict[str, Any]] = {}
+    for protocol, section in _protocol_sections_left(preset, overrides).items():
+        flat[protocol] = {}
+        for key, value in section.items():
+            if isinstance(value, dict):
+                flat[protocol].update({f"{key}.{sub}": v for sub, v in value.items()})
             else:
-                changes[key] = value
-        flat[protocol] = {k: v for k, v in changes.items() if k not in overridden}
+                flat[protocol][key] = value
     return flat
 
 
@@ -550,15 +566,10 @@ def annotated_yaml(cfg: Config) -> str:
 def protocols_yaml(preset: str, overrides: list[str] | None = None) -> str:
     """The preset's ``protocols`` section as YAML (to follow ``annotated_yaml``, so the printout
     stays a complete preset), without the keys that ``overrides`` set: ``--set`` wins over it."""
-    nested: dict[str, dict[str, Any]] = {}
-    for protocol, changes in protocol_settings(preset, overrides).items():
-        for key, value in changes.items():
-            section, _, name = key.rpartition(".")
-            into = nested.setdefault(protocol, {})
-            (into.setdefault(section, {}) if section else into)[name] = value
-    if not nested:
+    sections = _protocol_sections_left(preset, overrides)
+    if not sections:
         return ""
-    body = yaml.safe_dump({"protocols": nested}, default_flow_style=None, sort_keys=False, width=10**6)
+    body = yaml.safe_dump({"protocols": sections}, default_flow_style=None, sort_keys=False, width=10**6)
     return f"# under one cross-validation protocol only (cv/sweep --protocol; --set wins over these):\n{body}"
 
 
