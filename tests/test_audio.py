@@ -6,6 +6,7 @@ import soundfile as sf
 
 from soundformer.data import audio
 from soundformer.data.audio import AudioError, decode, fit_length, load, load_many
+from soundformer.data.dataset import WindowDataset
 
 from .conftest import tone
 
@@ -84,3 +85,17 @@ def test_load_many_collects_bad_files(tmp_path):
     result = load_many([good, bad], 8000, progress=False)
     assert result.audio[0] is not None and result.audio[1] is None
     assert len(result.bad) == 1 and result.bad[0][0] == bad
+
+
+def test_training_crops_come_from_the_clip_filled_to_a_whole_window():
+    clip = np.array([1, 2, 3], dtype=np.float32)
+    for policy, filled in (("loop", [1, 2, 3, 1, 2, 3, 1]), ("pad", [1, 2, 3, 0, 0, 0, 0])):
+        whole = WindowDataset([clip], [4], window=7, short_policy=policy)
+        assert whole[0][0].tolist() == filled and whole[0][1].item() == 4
+        cropped = WindowDataset([clip], [4], window=7, short_policy=policy, crop=4)
+        seen = {tuple(cropped[0][0].tolist()) for _ in range(200)}
+        # every 4-sample stretch of the filled window, and nothing else
+        assert seen == {tuple(filled[s : s + 4]) for s in range(4)}
+    # longer clips: a crop may start anywhere in the clip, not only in its first window
+    long = WindowDataset([np.arange(20, dtype=np.float32)], [0], window=7, crop=4)
+    assert max(int(long[0][0][0]) for _ in range(300)) == 16

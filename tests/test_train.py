@@ -292,6 +292,35 @@ def test_val_fraction_zero_trains_on_every_training_clip(tiny_esc10, tmp_path):
     assert report.val and {it.fold for it in report.val} == {1}
 
 
+def test_crop_seconds_trains_on_crops_and_evaluates_whole_windows(tiny_esc10, tmp_path, monkeypatch):
+    import soundformer.train as train_module
+
+    lengths = {"train": set(), "eval": set()}
+    step_forward = train_module.TrainStep.forward
+
+    def recording_step(self, wav, target):
+        lengths["train"].add(wav.shape[-1])
+        return step_forward(self, wav, target)
+
+    monkeypatch.setattr(train_module.TrainStep, "forward", recording_step)
+    cfg = tiny_cfg("augment.crop_seconds=0.25", "train.epochs=1")
+    m = load_manifest(tiny_esc10)
+    model_forward = train_module.AudioClassifier.forward
+
+    def recording_model(self, wav, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            lengths["eval"].add(wav.shape[-1])
+        return model_forward(self, wav, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.AudioClassifier, "forward", recording_model)
+    summary = run_job(cfg, m, one_job(m, cfg), tmp_path / "r", progress=False)
+    rate = cfg.audio.sample_rate
+    assert lengths["train"] == {rate // 4}  # 0.25-s crops
+    assert lengths["eval"] == {rate // 2}  # validation and test: whole 0.5-s windows
+    assert summary["test_n"] == 3
+    assert "crop_seconds: 0.25" in (tmp_path / "r" / "config.yaml").read_text()
+
+
 def test_ctrl_c_stops_the_whole_cross_validation(tiny_esc10, tmp_path, monkeypatch):
     """Ctrl-C inside one fold must not roll on to the next fold (it used to: the interruption
     was reported like a failed job and the loop went on)."""

@@ -13,14 +13,18 @@ class WindowDataset(Dataset):
     """Training samples: ``windows_per_clip`` windows of ``window`` samples from each clip.
 
     With ``random_crop`` each window starts at a random position (a time shift); otherwise the
-    windows are evenly spaced over the clip (the report's fixed 1-second windows).
+    windows are evenly spaced over the clip (the report's fixed 1-second windows). With ``crop``
+    (samples, at most ``window``) each sample is that much shorter: clips are still filled to a
+    whole window first (``short_policy``), as evaluation fills them, and then cropped.
     """
 
     def __init__(self, clips: list[np.ndarray], labels: list[int], *, window: int,
-                 windows_per_clip: int = 1, random_crop: bool = True, short_policy: str = "pad"):
+                 windows_per_clip: int = 1, random_crop: bool = True, short_policy: str = "pad",
+                 crop: int | None = None):
         self.clips = [torch.from_numpy(fit_length(c, window, short_policy)) for c in clips]
         self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.window, self.per_clip, self.random_crop = window, windows_per_clip, random_crop
+        self.window = min(crop, window) if crop else window  # samples per training example
+        self.per_clip, self.random_crop = windows_per_clip, random_crop
 
     def __len__(self) -> int:
         return len(self.clips) * self.per_clip
