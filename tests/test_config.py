@@ -48,8 +48,8 @@ def test_overrides_are_typed():
     ("model.pool_time=[4,2]", "model.pool_time must be one pooling factor >= 1 for every stem block, or one per block (3"),
     ("model.pool_time=0", "model.pool_time must be one pooling factor"),
     ("model.stem_stride=0", "model.stem_stride must be > 0"),
-    ("augment.crop_seconds=6", "augment.crop_seconds must be in [0, audio.window_seconds=5]"),
-    ("augment.crop_seconds=-1", "augment.crop_seconds must be in [0, audio.window_seconds=5]"),
+    ("augment.crop_fraction=1.2", "augment.crop_fraction is the share of the window each training crop keeps, in (0, 1]"),
+    ("augment.crop_fraction=0", "augment.crop_fraction is the share of the window each training crop keeps, in (0, 1]"),
 ])
 def test_bad_overrides_name_the_setting(override, message):
     with pytest.raises(SoundformerError, match=message.replace("(", r"\(").replace("[", r"\[")):
@@ -57,9 +57,9 @@ def test_bad_overrides_name_the_setting(override, message):
 
 
 def test_training_crops_need_a_model_that_takes_any_length():
-    assert load_config("logmel-cnn", ["augment.crop_seconds=2.5"]).augment.crop_seconds == 2.5
+    assert load_config("logmel-cnn", ["augment.crop_fraction=0.5"]).augment.crop_fraction == 0.5
     with pytest.raises(SoundformerError, match="model.name=seed_cnn takes whole windows only"):
-        load_config("seed-cnn", ["augment.crop_seconds=0.5"])
+        load_config("seed-cnn", ["augment.crop_fraction=0.5"])
 
 
 def test_unknown_preset_lists_the_known_ones():

@@ -292,7 +292,7 @@ def test_val_fraction_zero_trains_on_every_training_clip(tiny_esc10, tmp_path):
     assert report.val and {it.fold for it in report.val} == {1}
 
 
-def test_crop_seconds_trains_on_crops_and_evaluates_whole_windows(tiny_esc10, tmp_path, monkeypatch):
+def test_crop_fraction_trains_on_crops_and_evaluates_whole_windows(tiny_esc10, tmp_path, monkeypatch):
     import soundformer.train as train_module
 
     lengths = {"train": set(), "eval": set()}
@@ -303,7 +303,7 @@ def test_crop_seconds_trains_on_crops_and_evaluates_whole_windows(tiny_esc10, tm
         return step_forward(self, wav, target)
 
     monkeypatch.setattr(train_module.TrainStep, "forward", recording_step)
-    cfg = tiny_cfg("augment.crop_seconds=0.25", "train.epochs=1")
+    cfg = tiny_cfg("augment.crop_fraction=0.5", "train.epochs=1")
     m = load_manifest(tiny_esc10)
     model_forward = train_module.AudioClassifier.forward
 
@@ -315,10 +315,10 @@ def test_crop_seconds_trains_on_crops_and_evaluates_whole_windows(tiny_esc10, tm
     monkeypatch.setattr(train_module.AudioClassifier, "forward", recording_model)
     summary = run_job(cfg, m, one_job(m, cfg), tmp_path / "r", progress=False)
     rate = cfg.audio.sample_rate
-    assert lengths["train"] == {rate // 4}  # 0.25-s crops
+    assert lengths["train"] == {rate // 4}  # 0.25-s crops of the 0.5-s window
     assert lengths["eval"] == {rate // 2}  # validation and test: whole 0.5-s windows
     assert summary["test_n"] == 3
-    assert "crop_seconds: 0.25" in (tmp_path / "r" / "config.yaml").read_text()
+    assert "crop_fraction: 0.5" in (tmp_path / "r" / "config.yaml").read_text()
 
 
 def test_ctrl_c_stops_the_whole_cross_validation(tiny_esc10, tmp_path, monkeypatch):

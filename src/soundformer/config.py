@@ -89,9 +89,9 @@ class ModelConfig:
 @dataclass
 class AugmentConfig:
     random_crop: bool = True  # random window position in training (a time shift)
-    # train on random crops of this many seconds from each window-length clip; evaluation still sees
-    # whole windows (models that take any length: the log-mel ones); 0 = train on whole windows
-    crop_seconds: float = 0.0
+    # train on random crops of this share of the window from each window-length clip; evaluation
+    # still sees whole windows (models that take any length: the log-mel ones); 1 = whole windows
+    crop_fraction: float = 1.0
     gain_db: float = 0.0  # random gain in +-gain_db
     time_shift: float = 0.0  # random circular shift of each window, up to this fraction of it
     speed: float = 0.0  # random playback speed in 1 +- speed (tempo and pitch together); 0 = off
@@ -459,12 +459,12 @@ def validate(cfg: Config) -> None:
     positive("augment.gain_db", g.gain_db, allow_zero=True)
     if not 0 <= g.time_shift <= 1:
         raise SoundformerError(f"augment.time_shift must be a fraction of the window in [0, 1], got {g.time_shift}")
-    if not 0 <= g.crop_seconds <= a.window_seconds:
-        raise SoundformerError(f"augment.crop_seconds must be in [0, audio.window_seconds={a.window_seconds:g}] "
-                               f"(0 = whole windows), got {g.crop_seconds:g}")
-    if g.crop_seconds and not needs_logmel:
-        raise SoundformerError(f"augment.crop_seconds needs a model that takes any input length (the log-mel "
-                               f"models); model.name={m.name} takes whole windows only: set augment.crop_seconds=0")
+    if not 0 < g.crop_fraction <= 1:
+        raise SoundformerError(f"augment.crop_fraction is the share of the window each training crop keeps, "
+                               f"in (0, 1] (1 = whole windows), got {g.crop_fraction:g}")
+    if g.crop_fraction < 1 and not needs_logmel:
+        raise SoundformerError(f"augment.crop_fraction needs a model that takes any input length (the log-mel "
+                               f"models); model.name={m.name} takes whole windows only: set augment.crop_fraction=1")
     if not 0 <= g.speed < 1:
         raise SoundformerError(f"augment.speed is the largest relative speed change, in [0, 1) (0.1 = +-10 %), got {g.speed}")
     positive("augment.eq_db", g.eq_db, allow_zero=True)

@@ -385,7 +385,7 @@ def run_job(
     train_set = WindowDataset(
         data["train"].audio, data["train"].labels.tolist(), window=window,
         windows_per_clip=t.windows_per_clip, random_crop=cfg.augment.random_crop,
-        short_policy=cfg.audio.short_policy, crop=int(round(cfg.augment.crop_seconds * cfg.audio.sample_rate)) or None,
+        short_policy=cfg.audio.short_policy, crop=max(1, round(window * cfg.augment.crop_fraction)),
     )
     # drop a ragged last batch of one example: BatchNorm cannot train on a single example
     sampler = None
