@@ -89,9 +89,7 @@ class ModelConfig:
 @dataclass
 class AugmentConfig:
     random_crop: bool = True  # random window position in training (a time shift)
-    # train on random crops of this share of the window from each window-length clip; evaluation
-    # still sees whole windows (models that take any length: the log-mel ones); 1 = whole windows
-    crop_fraction: float = 1.0
+    crop_fraction: float = 1.0  # log-mel models: train on random crops of this share of the window (0.6 = 3 s of 5); evaluation sees whole windows; 1 = whole windows
     gain_db: float = 0.0  # random gain in +-gain_db
     time_shift: float = 0.0  # random circular shift of each window, up to this fraction of it
     speed: float = 0.0  # random playback speed in 1 +- speed (tempo and pitch together); 0 = off
