@@ -23,7 +23,7 @@ class WindowDataset(Dataset):
                  crop: int | None = None):
         self.clips = [torch.from_numpy(fit_length(c, window, short_policy)) for c in clips]
         self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.window = min(crop, window) if crop else window  # samples per training example
+        self.length = min(crop, window) if crop else window  # samples per training example
         self.per_clip, self.random_crop = windows_per_clip, random_crop
 
     def __len__(self) -> int:
@@ -32,12 +32,12 @@ class WindowDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         clip_index, k = divmod(index, self.per_clip)
         clip = self.clips[clip_index]
-        room = len(clip) - self.window
+        room = len(clip) - self.length
         if self.random_crop:
             start = int(torch.randint(0, room + 1, ()).item())
         else:
             start = round(room * k / (self.per_clip - 1)) if self.per_clip > 1 else room // 2
-        return clip[start : start + self.window], self.labels[clip_index]  # (N,), ()
+        return clip[start : start + self.length], self.labels[clip_index]  # (N,), ()
 
 
 def window_starts(length: int, window: int, hop: int) -> list[int]:
