@@ -388,7 +388,7 @@ def test_normalisation_statistics_are_per_channel_for_log_plus_pcen():
 def test_checkpoint_every_thins_last_pt_and_resume_keeps_a_newer_best(tiny_esc10, tmp_path, monkeypatch):
     """train.checkpoint_every=2: last.pt at even epochs and at the end; a run stopped when best.pt
     is newer than last.pt resumes with that best, and the selected model is best.pt's weights."""
-    cfg = tiny_cfg("train.epochs=6", "train.checkpoint_every=2", "train.lr=0.003")
+    cfg = tiny_cfg("train.epochs=6", "train.checkpoint_every=2", "train.lr=0.003", "train.select=best")
     m = load_manifest(tiny_esc10)
     split = one_job(m, cfg)
     real_save, saves = checkpoint.save_atomic, []
