@@ -128,7 +128,7 @@ def test_protocols_yaml_prints_the_section_without_what_set_overrides(tmp_path):
 
 def test_the_recommended_preset_trains_longer_under_the_report_protocol():
     """120 epochs of 3-s crops on every training clip (standard), 133 where a whole fold validates
-    (report): the recipes behind the 94.75 % and the report-protocol figures in docs/RESULTS.md."""
+    (report): the recipes behind the 94.8 % and the report-protocol figures in docs/RESULTS.md."""
     from soundformer.study import study_configs
 
     standard = load_config("logmel-transformer", protocol="standard")
