@@ -2,9 +2,11 @@
 with evaluation windows every HOP of the window (1.0 = no overlap, the default; 0.5 = half
 overlap, so clips longer than one window get more windows), with a single window per clip, and
 with the first window averaged over K evenly spaced circular shifts of itself (the test-time
-counterpart of the ``augment.time_shift`` training augmentation).
+counterpart of the ``augment.time_shift`` training augmentation), and with the first window
+averaged 50/50 with the mean of N shorter crops of it at evenly spaced offsets (crops of the
+model's ``augment.crop_fraction`` of the window; the test-time counterpart of crop training).
 
-    python benchmarks/tta.py runs/lt_std_s0 [--hops 1.0,0.5,0.25] [--rolls 4,8]
+    python benchmarks/tta.py runs/lt_std_s0 [--hops 1.0,0.5,0.25] [--rolls 4,8] [--crops 5]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main() -> None:
     ap.add_argument("cv_folder")
     ap.add_argument("--hops", default="1.0,0.5,0.25")
     ap.add_argument("--rolls", default="4", help="numbers of circular shifts to average (empty: none)")
+    ap.add_argument("--crops", default="", help="numbers of crops to average with the whole window (empty: none)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -37,6 +40,9 @@ def main() -> None:
     rolls = [int(k) for k in args.rolls.split(",") if k]
     for k in rolls:
         table[f"first window, mean of {k} circular shifts"] = []
+    crops = [int(n) for n in args.crops.split(",") if n]
+    for n in crops:
+        table[f"first window 50/50 with the mean of {n} crops"] = []
     for job in jobs:
         clf = load_model(folder / job / "checkpoints" / "model.pt")
         preds = np.load(folder / job / "predictions.npz")
@@ -54,6 +60,15 @@ def main() -> None:
             p = predict_clips(clf.model, shifted, window=clf.window, hop=clf.window)
             probs = p.reshape(len(firsts), k, -1).mean(1)
             table[f"first window, mean of {k} circular shifts"].append(accuracy(labels, probs))
+        if crops:
+            whole = predict_clips(clf.model, firsts, window=clf.window, hop=clf.window)
+            length = int(round(clf.window * clf.cfg.augment.crop_fraction))
+        for n in crops:
+            starts = np.linspace(0, clf.window - length, n).round().astype(int)
+            cut = [c[s : s + length] for c in firsts for s in starts]  # clip-major
+            p = predict_clips(clf.model, cut, window=length, hop=length)
+            probs = 0.5 * whole + 0.5 * p.reshape(len(firsts), n, -1).mean(1)
+            table[f"first window 50/50 with the mean of {n} crops"].append(accuracy(labels, probs))
     print(f"| evaluation ({folder.name}) | " + " | ".join(jobs) + " | mean |")
     print("|---|" + "---|" * (len(jobs) + 1))
     for name, accs in table.items():

@@ -50,6 +50,8 @@ def test_overrides_are_typed():
     ("model.stem_stride=0", "model.stem_stride must be > 0"),
     ("augment.crop_fraction=1.2", "augment.crop_fraction is the share of the window each training crop keeps, in (0, 1]"),
     ("augment.crop_fraction=0", "augment.crop_fraction is the share of the window each training crop keeps, in (0, 1]"),
+    ("train.eval_crops=-1", "train.eval_crops must be >= 0"),
+    ("train.eval_crops=2.5", "'train.eval_crops' must be int"),
 ])
 def test_bad_overrides_name_the_setting(override, message):
     with pytest.raises(SoundformerError, match=message.replace("(", r"\(").replace("[", r"\[")):

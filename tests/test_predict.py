@@ -8,6 +8,7 @@ import torch
 from soundformer import load_model
 from soundformer.cli import main
 from soundformer.config import load_config
+from soundformer.data import audio as audio_io
 from soundformer.cv import make_split, plan_jobs
 from soundformer.data.sources import load_manifest
 from soundformer.train import run_job
@@ -31,7 +32,8 @@ def trained(tmp_path_factory):
                 "single": ("logmel-transformer", [*TINY, "model.ensemble=[]"]),
                 "seed-cnn": ("seed-cnn", ["audio.window_seconds=0.25", "train.epochs=1", "train.threads=1"]),
                 "pcen": ("logmel-transformer", [*TINY, "model.ensemble=[]", "features.compression=log+pcen"]),
-                "modulation": ("logmel-transformer", [*TINY, "model.ensemble=[log,modulation]"])}
+                "modulation": ("logmel-transformer", [*TINY, "model.ensemble=[log,modulation]"]),
+                "eval-crops": ("logmel-transformer", [*TINY, "model.ensemble=[]", "train.eval_crops=3"])}
     for name, (preset, extra) in variants.items():
         cfg = load_config(preset, extra)
         run_job(cfg, m, make_split(m, plan_jobs(m, "report")[0], cfg), root / name, progress=False)
@@ -139,6 +141,27 @@ def test_an_ensemble_checkpoint_predicts_the_mean_of_its_members(trained):
     assert clf.embed(wav, 16000).shape == (64,)  # both members' 32-d embeddings side by side
     one = load_model(trained["single"])
     assert one.model.members() == [one.model] and one.embed(wav, 16000).shape == (32,)
+
+
+def test_eval_crops_average_each_window_with_its_crops(trained):
+    clf = load_model(trained["eval-crops"])
+    assert clf.cfg.train.eval_crops == 3 and clf.cfg.augment.crop_fraction == 0.6  # saved with the model
+    wav = tone(1, 0.5, 16000)  # exactly one 0.5-s window: 8000 samples, crops of 4800 at 0, 1600, 3200
+    x = torch.from_numpy(wav[None])
+    with torch.no_grad():
+        whole = clf.model(x).softmax(-1)[0].numpy()
+        crops = [clf.model(x[:, s : s + 4800]).softmax(-1)[0].numpy() for s in (0, 1600, 3200)]
+    expected = 0.5 * whole + 0.5 * np.mean(crops, axis=0)
+    assert np.abs(expected - whole).max() > 1e-6  # the crops do change the prediction
+    np.testing.assert_allclose(clf.predict(wav, 16000).probs, expected, atol=1e-5)
+    # cross-validation evaluated its test clips the same way as the predictor does
+    saved = np.load(trained["eval-crops"].parent.parent / "predictions.npz")
+    again = [p.probs for p in clf.predict_batch([audio_io.decode(f, 16000) for f in saved["test_paths"][:4]], 16000)]
+    np.testing.assert_allclose(saved["test_probs"][:4], np.stack(again), atol=1e-5)
+    clf.cfg.train.eval_crops = 0  # whole windows only
+    np.testing.assert_allclose(clf.predict(wav, 16000).probs, whole, atol=1e-5)
+    clf.cfg.train.eval_crops, clf.cfg.augment.crop_fraction = 3, 1.0  # crops of the whole window: no effect
+    np.testing.assert_allclose(clf.predict(wav, 16000).probs, whole, atol=1e-5)
 
 
 def test_a_modulation_member_is_fitted_saved_and_predicts(trained):

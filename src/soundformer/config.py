@@ -122,6 +122,7 @@ class TrainConfig:
     windows_per_clip: int = 1  # training samples drawn from each clip per epoch
     val_fraction: float = 0.1  # standard protocol: validation share taken from training folds (0 = none)
     eval_hop: float = 1.0  # evaluation window hop, as a fraction of the window
+    eval_crops: int = 0  # evaluation: average each window 50/50 with the mean of this many crops of augment.crop_fraction of it, evenly spaced (test-time counterpart of crop training); 0 = whole windows only; no effect when crop_fraction is 1
     seed: int = 0  # initialisation, augmentation and shuffling
     device: str = "auto"  # auto|cpu|cuda
     amp: str = "auto"  # auto|bf16|fp16|off (autocast on GPU only)
@@ -507,6 +508,7 @@ def validate(cfg: Config) -> None:
     positive("train.checkpoint_every", t.checkpoint_every)
     positive("train.max_minutes", t.max_minutes, allow_zero=True)
     positive("train.windows_per_clip", t.windows_per_clip)
+    positive("train.eval_crops", t.eval_crops, allow_zero=True)
     positive("train.threads", t.threads, allow_zero=True)
     if not 0 <= t.label_smoothing < 1:
         raise SoundformerError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")

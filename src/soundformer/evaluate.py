@@ -9,12 +9,39 @@ from torch import nn
 from .data.dataset import clip_windows
 
 
+def crop_starts(window: int, crop_length: int, crops: int) -> np.ndarray:
+    """Offsets of ``crops`` crops of ``crop_length`` samples, evenly spaced over a window."""
+    return np.linspace(0, window - crop_length, crops).round().astype(int)
+
+
+@torch.no_grad()
+def window_probs(model: nn.Module, x: torch.Tensor, *, crops: int = 0, crop_length: int = 0) -> torch.Tensor:
+    """(B, n_classes) softmax of windows ``x`` (B, window). With ``crops`` > 0 (and crops shorter
+    than the window), each window's probabilities are averaged 50/50 with the mean over
+    ``crops`` crops of ``crop_length`` samples at evenly spaced offsets: the test-time counterpart
+    of training on crops (``augment.crop_fraction``), which sees both the whole window and views
+    of the length it trained on."""
+    probs = model(x).float().softmax(-1)
+    if crops <= 0 or not 0 < crop_length < x.shape[-1]:
+        return probs
+    cut = torch.stack([x[:, s : s + crop_length] for s in crop_starts(x.shape[-1], crop_length, crops)], 1)
+    crop_probs = model(cut.flatten(0, 1)).float().softmax(-1)  # (B * crops, n_classes)
+    return 0.5 * probs + 0.5 * crop_probs.view(len(x), crops, -1).mean(1)
+
+
+def eval_crop_length(cfg) -> int:
+    """Samples per evaluation crop: the training crop (``augment.crop_fraction`` of the window)."""
+    window = int(round(cfg.audio.window_seconds * cfg.audio.sample_rate))
+    return max(1, round(window * cfg.augment.crop_fraction))
+
+
 @torch.no_grad()
 def predict_clips(
     model: nn.Module, clips: list[np.ndarray], *, window: int, hop: int, batch_size: int = 64,
-    device: torch.device | str = "cpu", short_policy: str = "pad",
+    device: torch.device | str = "cpu", short_policy: str = "pad", crops: int = 0, crop_length: int = 0,
 ) -> np.ndarray:
-    """(n_clips, n_classes) probabilities: the mean of the softmax over each clip's windows."""
+    """(n_clips, n_classes) probabilities: the mean of the softmax over each clip's windows
+    (each window averaged with its crops when ``crops`` > 0; see ``window_probs``)."""
     model.eval()
     out = []
     pending: list[torch.Tensor] = []
@@ -26,7 +53,7 @@ def predict_clips(
         x = torch.cat(pending).to(device)
         probs = []
         for i in range(0, len(x), batch_size):
-            probs.append(model(x[i : i + batch_size]).float().softmax(-1).cpu())
+            probs.append(window_probs(model, x[i : i + batch_size], crops=crops, crop_length=crop_length).cpu())
         probs = torch.cat(probs)
         own = torch.as_tensor(owners)
         for c in own.unique(sorted=True).tolist():

@@ -20,6 +20,7 @@ from .data import audio as audio_io
 from .data.dataset import clip_windows, window_starts
 from .data.sources import AUDIO_EXTENSIONS
 from .errors import SoundformerError
+from .evaluate import eval_crop_length, window_probs
 from .models import AudioClassifier, build_model
 
 
@@ -90,7 +91,8 @@ class Classifier:
         outs = []
         for i in range(0, len(flat), batch_size):
             x = flat[i : i + batch_size].to(self.device)
-            y = self.model.embed(x) if embed else self.model(x).float().softmax(-1)
+            y = self.model.embed(x) if embed else window_probs(self.model, x, crops=self.cfg.train.eval_crops,
+                                                               crop_length=eval_crop_length(self.cfg))
             outs.append(y.float().cpu())
         flat_out = torch.cat(outs).numpy()
         sizes = np.cumsum([0] + [len(w) for w in windows])

@@ -33,7 +33,7 @@ from .data.dataset import WindowDataset
 from .data.sources import Item, Manifest
 from .distributed import init_from_env, shutdown
 from .errors import Interrupted, SoundformerError
-from .evaluate import accuracy, nll, predict_clips
+from .evaluate import accuracy, eval_crop_length, nll, predict_clips
 from .features import (
     apply_mix,
     draw_mix,
@@ -598,7 +598,8 @@ def evaluate_run(cfg, manifest, data, model, device, window, hop, run_dir: Path)
             continue
         t0 = time.perf_counter()
         probs = predict_clips(model, clips.audio, window=window, hop=hop, device=device,
-                              short_policy=cfg.audio.short_policy)
+                              short_policy=cfg.audio.short_policy, crops=cfg.train.eval_crops,
+                              crop_length=eval_crop_length(cfg))
         seconds = time.perf_counter() - t0
         arrays[f"{name}_probs"] = probs
         arrays[f"{name}_labels"] = clips.labels
