@@ -8,8 +8,8 @@ import torch
 from soundformer import load_model
 from soundformer.cli import main
 from soundformer.config import load_config
-from soundformer.data import audio as audio_io
 from soundformer.cv import make_split, plan_jobs
+from soundformer.data import audio as audio_io
 from soundformer.data.sources import load_manifest
 from soundformer.train import run_job
 
@@ -162,6 +162,19 @@ def test_eval_crops_average_each_window_with_its_crops(trained):
     np.testing.assert_allclose(clf.predict(wav, 16000).probs, whole, atol=1e-5)
     clf.cfg.train.eval_crops, clf.cfg.augment.crop_fraction = 3, 1.0  # crops of the whole window: no effect
     np.testing.assert_allclose(clf.predict(wav, 16000).probs, whole, atol=1e-5)
+
+
+def test_predict_cli_eval_crops_overrides_the_model(trained, tmp_path, capsys):
+    sf.write(tmp_path / "a.wav", tone(1, 0.5, 16000), 16000)
+    args = ["predict", "--checkpoint", str(trained["eval-crops"]), str(tmp_path / "a.wav"), "--format", "json"]
+    probs = {}
+    for n in ("3", "0"):
+        assert main([*args, "--eval-crops", n]) == 0
+        probs[n] = json.loads(capsys.readouterr().out)[0]["probabilities"]
+    assert main(args) == 0  # the model's own setting: 3
+    assert json.loads(capsys.readouterr().out)[0]["probabilities"] == probs["3"] != probs["0"]
+    assert main([*args, "--eval-crops", "-1"]) == 2
+    assert "--eval-crops is a number of crops" in capsys.readouterr().err
 
 
 def test_a_modulation_member_is_fitted_saved_and_predicts(trained):

@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_pred.add_argument("--format", choices=["table", "json", "csv"], default="table")
     p_pred.add_argument("--windows", action="store_true", help="also show the per-window timeline")
     p_pred.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p_pred.add_argument("--eval-crops", type=int, default=None, metavar="N",
+                        help="average each window with N evenly spaced crops of the training crop's length "
+                             "(0 = whole windows only; default: the model's train.eval_crops)")
     p_emb = sub.add_parser("embed", help="clip embeddings (CLS representation) for folders of audio")
     p_emb.add_argument("--checkpoint", required=True)
     p_emb.add_argument("paths", nargs="+", metavar="PATH")
@@ -390,6 +393,10 @@ def cmd_predict(args) -> int:
     from .predict import expand_paths, load_model
 
     clf = load_model(args.checkpoint, device=args.device)
+    if args.eval_crops is not None:
+        if args.eval_crops < 0:
+            raise SoundformerError(f"--eval-crops is a number of crops (0 = whole windows only), got {args.eval_crops}")
+        clf.cfg.train.eval_crops = args.eval_crops
     files = expand_paths(args.paths)
     if not files:
         raise SoundformerError("no audio files found in the given paths")
