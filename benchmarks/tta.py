@@ -43,6 +43,7 @@ def main() -> None:
     crops = [int(n) for n in args.crops.split(",") if n]
     for n in crops:
         table[f"first window 50/50 with the mean of {n} crops"] = []
+    tests = []  # (test paths, labels) per job
     for job in jobs:
         clf = load_model(folder / job / "checkpoints" / "model.pt")
         preds = np.load(folder / job / "predictions.npz")
@@ -51,15 +52,15 @@ def main() -> None:
         for h in hops:
             probs = predict_clips(clf.model, clips, window=clf.window, hop=max(1, int(clf.window * h)),
                                   short_policy=clf.cfg.audio.short_policy)
-            table[f"hop {h:g}"].append(accuracy(labels, probs))
+            table[f"hop {h:g}"].append(probs)
         firsts = [audio.fit_length(c, clf.window, clf.cfg.audio.short_policy)[: clf.window] for c in clips]
         probs = predict_clips(clf.model, firsts, window=clf.window, hop=clf.window)
-        table["first window only"].append(accuracy(labels, probs))
+        table["first window only"].append(probs)
         for k in rolls:
             shifted = [np.roll(c, i * clf.window // k) for c in firsts for i in range(k)]  # clip-major
             p = predict_clips(clf.model, shifted, window=clf.window, hop=clf.window)
             probs = p.reshape(len(firsts), k, -1).mean(1)
-            table[f"first window, mean of {k} circular shifts"].append(accuracy(labels, probs))
+            table[f"first window, mean of {k} circular shifts"].append(probs)
         if crops:
             whole = predict_clips(clf.model, firsts, window=clf.window, hop=clf.window)
             length = int(round(clf.window * clf.cfg.augment.crop_fraction))
@@ -68,11 +69,18 @@ def main() -> None:
             cut = [c[s : s + length] for c in firsts for s in starts]  # clip-major
             p = predict_clips(clf.model, cut, window=length, hop=length)
             probs = 0.5 * whole + 0.5 * p.reshape(len(firsts), n, -1).mean(1)
-            table[f"first window 50/50 with the mean of {n} crops"].append(accuracy(labels, probs))
-    print(f"| evaluation ({folder.name}) | " + " | ".join(jobs) + " | mean |")
-    print("|---|" + "---|" * (len(jobs) + 1))
-    for name, accs in table.items():
-        print(f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + f" | {100 * np.mean(accs):.2f} |")
+            table[f"first window 50/50 with the mean of {n} crops"].append(probs)
+        tests.append((list(preds["test_paths"]), labels))
+    # report protocol: every fold model tested on the same held-out fold -> also their averaged predictions
+    shared = all(paths == tests[0][0] for paths, _ in tests)
+    print(f"| evaluation ({folder.name}) | " + " | ".join(jobs) + " | mean |" + (" ensemble |" if shared else ""))
+    print("|---|" + "---|" * (len(jobs) + 1 + shared))
+    for name, runs in table.items():
+        accs = [accuracy(labels, probs) for (_, labels), probs in zip(tests, runs)]
+        row = f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + f" | {100 * np.mean(accs):.2f} |"
+        if shared:
+            row += f" {100 * accuracy(tests[0][1], np.mean(runs, axis=0)):.2f} |"
+        print(row)
 
 
 if __name__ == "__main__":

@@ -329,3 +329,28 @@ def test_members_scores_each_member_and_recomputes_the_trained_ensemble(tiny_esc
     log_acc, pcen_acc, ensemble, disagree, oracle = (float(c.rstrip(" %")) for c in cells[1:])
     assert ensemble == pytest.approx(100 * summary["test_acc_mean"], abs=0.01)  # the members' average, as trained
     assert max(log_acc, pcen_acc) <= oracle <= 100 and 0 <= disagree <= 100
+
+
+def test_tta_crop_row_matches_the_trained_eval_crops_and_adds_the_report_ensemble(tiny_esc10, tmp_path):
+    from soundformer.cv import run_cv
+    from soundformer.data.sources import load_manifest
+
+    from .test_train import tiny_cfg
+
+    # one-second clips in one-second windows: the benchmark's "first window" is the whole clip
+    cfg = tiny_cfg("train.epochs=2", "audio.window_seconds=1.0", "model.ensemble=[]", "augment.crop_fraction=0.6",
+                   "train.eval_crops=2")
+    summary = run_cv(cfg, load_manifest(tiny_esc10), tmp_path / "cv", protocol="report", progress=False,
+                     log=lambda _: None)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tta.py"), str(tmp_path / "cv"), "--hops", "1.0",
+                          "--rolls", "", "--crops", "2"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr
+    header, _, *rows = out.stdout.strip().splitlines()
+    assert header.endswith("| mean | ensemble |")  # every report fold model tests on fold 5
+    table = {r.split("|")[1].strip(): [float(c) for c in r.strip("|").split("|")[1:]] for r in rows}
+    crops = table["first window 50/50 with the mean of 2 crops"]
+    trained = [json.loads((tmp_path / "cv" / job / "summary.json").read_text())["test_acc"]
+               for job in summary["jobs_planned"]]
+    assert crops[:4] == pytest.approx([round(100 * a, 1) for a in trained], abs=0.051)
+    assert 0 <= crops[5] <= 100 and len(table["hop 1"]) == 6
