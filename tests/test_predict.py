@@ -175,6 +175,11 @@ def test_predict_cli_eval_crops_overrides_the_model(trained, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)[0]["probabilities"] == probs["3"] != probs["0"]
     assert main([*args, "--eval-crops", "-1"]) == 2
     assert "--eval-crops is a number of crops" in capsys.readouterr().err
+    # the export records the crops so that other runtimes can reproduce the prediction
+    assert main(["export", "--checkpoint", str(trained["eval-crops"]), "--format", "torchscript",
+                 "--out", str(tmp_path / "m.pt")]) == 0
+    meta = json.loads((tmp_path / "m.json").read_text())
+    assert meta["eval_crops"] == 3 and meta["crop_samples"] == 4800 and meta["window_samples"] == 8000
 
 
 def test_a_modulation_member_is_fitted_saved_and_predicts(trained):

@@ -4,7 +4,9 @@ The exported graph takes a float32 waveform batch ``(batch, samples)`` at the mo
 rate and returns logits ``(batch, n_classes)`` (for an ensemble, the log of the members'
 mean probability, so softmax gives that mean); log-mel models accept any number of samples
 (dynamic batch and time axes), the seed models exactly one window. Long clips are classified
-by averaging softmax over windows, as ``soundformer predict`` does.
+by averaging softmax over windows, as ``soundformer predict`` does; with ``train.eval_crops`` > 0
+the predictor also averages each window 50/50 with that many evenly spaced crops of
+``crop_samples`` samples, which the metadata records so that other runtimes can do the same.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import SoundformerError
+from .evaluate import eval_crop_length
 from .features import LogMel
 from .predict import Classifier
 
@@ -38,6 +41,8 @@ def export(clf: Classifier, fmt: str, out: Path, opset: int = 17) -> dict:
         "classes": clf.classes, "sample_rate": clf.sample_rate, "window_samples": clf.window,
         "dynamic_time": dynamic_time, "input": "waveform (batch, samples) float32, mono",
         "output": "logits (batch, n_classes); softmax for probabilities",
+        "eval_crops": clf.cfg.train.eval_crops if clf.cfg.augment.crop_fraction < 1 else 0,
+        "crop_samples": eval_crop_length(clf.cfg),
     }
     try:
         with warnings.catch_warnings():
