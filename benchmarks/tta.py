@@ -4,7 +4,9 @@ overlap, so clips longer than one window get more windows), with a single window
 with the first window averaged over K evenly spaced circular shifts of itself (the test-time
 counterpart of the ``augment.time_shift`` training augmentation), and with the first window
 averaged 50/50 with the mean of N shorter crops of it at evenly spaced offsets (crops of the
-model's ``augment.crop_fraction`` of the window; the test-time counterpart of crop training).
+model's ``augment.crop_fraction`` of the window; the test-time counterpart of crop training), and
+every window (at the model's own hop) treated that way, which is what ``train.eval_crops=N`` does
+in cv and predict.
 
     python benchmarks/tta.py runs/lt_std_s0 [--hops 1.0,0.5,0.25] [--rolls 4,8] [--crops 5]
 """
@@ -43,6 +45,7 @@ def main() -> None:
     crops = [int(n) for n in args.crops.split(",") if n]
     for n in crops:
         table[f"first window 50/50 with the mean of {n} crops"] = []
+        table[f"every window 50/50 with the mean of {n} crops (train.eval_crops={n})"] = []
     tests = []  # (test paths, labels) per job
     for job in jobs:
         clf = load_model(folder / job / "checkpoints" / "model.pt")
@@ -70,6 +73,9 @@ def main() -> None:
             p = predict_clips(clf.model, cut, window=length, hop=length)
             probs = 0.5 * whole + 0.5 * p.reshape(len(firsts), n, -1).mean(1)
             table[f"first window 50/50 with the mean of {n} crops"].append(probs)
+            table[f"every window 50/50 with the mean of {n} crops (train.eval_crops={n})"].append(predict_clips(
+                clf.model, clips, window=clf.window, hop=clf.hop, short_policy=clf.cfg.audio.short_policy,
+                crops=n, crop_length=length))
         tests.append((list(preds["test_paths"]), labels))
     # report protocol: every fold model tested on the same held-out fold -> also their averaged predictions
     shared = all(paths == tests[0][0] for paths, _ in tests)
