@@ -64,18 +64,12 @@ def main() -> None:
             p = predict_clips(clf.model, shifted, window=clf.window, hop=clf.window)
             probs = p.reshape(len(firsts), k, -1).mean(1)
             table[f"first window, mean of {k} circular shifts"].append(probs)
-        if crops:
-            whole = predict_clips(clf.model, firsts, window=clf.window, hop=clf.window)
-            length = int(round(clf.window * clf.cfg.augment.crop_fraction))
-        for n in crops:
-            starts = np.linspace(0, clf.window - length, n).round().astype(int)
-            cut = [c[s : s + length] for c in firsts for s in starts]  # clip-major
-            p = predict_clips(clf.model, cut, window=length, hop=length)
-            probs = 0.5 * whole + 0.5 * p.reshape(len(firsts), n, -1).mean(1)
-            table[f"first window 50/50 with the mean of {n} crops"].append(probs)
+        for n in crops:  # the library's evaluation crops (train.eval_crops), on the first window and on every window
+            table[f"first window 50/50 with the mean of {n} crops"].append(predict_clips(
+                clf.model, firsts, window=clf.window, hop=clf.window, crops=n, crop_length=clf.crop))
             table[f"every window 50/50 with the mean of {n} crops (train.eval_crops={n})"].append(predict_clips(
                 clf.model, clips, window=clf.window, hop=clf.hop, short_policy=clf.cfg.audio.short_policy,
-                crops=n, crop_length=length))
+                crops=n, crop_length=clf.crop))
         tests.append((list(preds["test_paths"]), labels))
     # report protocol: every fold model tested on the same held-out fold -> also their averaged predictions
     shared = all(paths == tests[0][0] for paths, _ in tests)

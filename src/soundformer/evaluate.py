@@ -29,10 +29,9 @@ def window_probs(model: nn.Module, x: torch.Tensor, *, crops: int = 0, crop_leng
     return 0.5 * probs + 0.5 * crop_probs.view(len(x), crops, -1).mean(1)
 
 
-def eval_crop_length(cfg) -> int:
-    """Samples per evaluation crop: the training crop (``augment.crop_fraction`` of the window)."""
-    window = int(round(cfg.audio.window_seconds * cfg.audio.sample_rate))
-    return max(1, round(window * cfg.augment.crop_fraction))
+def crop_length(window: int, crop_fraction: float) -> int:
+    """Samples per crop of a ``window``-sample window: training crops and evaluation crops alike."""
+    return max(1, round(window * crop_fraction))
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from .data import audio as audio_io
 from .data.dataset import clip_windows, window_starts
 from .data.sources import AUDIO_EXTENSIONS
 from .errors import SoundformerError
-from .evaluate import eval_crop_length, window_probs
+from .evaluate import crop_length, window_probs
 from .models import AudioClassifier, build_model
 
 
@@ -82,6 +82,7 @@ class Classifier:
         self.sample_rate = cfg.audio.sample_rate
         self.window = int(round(cfg.audio.window_seconds * self.sample_rate))
         self.hop = max(1, int(self.window * cfg.train.eval_hop))
+        self.crop = crop_length(self.window, cfg.augment.crop_fraction)  # evaluation crops (train.eval_crops)
 
     # -- core
     @torch.no_grad()
@@ -92,7 +93,7 @@ class Classifier:
         for i in range(0, len(flat), batch_size):
             x = flat[i : i + batch_size].to(self.device)
             y = self.model.embed(x) if embed else window_probs(self.model, x, crops=self.cfg.train.eval_crops,
-                                                               crop_length=eval_crop_length(self.cfg))
+                                                               crop_length=self.crop)
             outs.append(y.float().cpu())
         flat_out = torch.cat(outs).numpy()
         sizes = np.cumsum([0] + [len(w) for w in windows])

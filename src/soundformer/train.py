@@ -33,7 +33,7 @@ from .data.dataset import WindowDataset
 from .data.sources import Item, Manifest
 from .distributed import init_from_env, shutdown
 from .errors import Interrupted, SoundformerError
-from .evaluate import accuracy, eval_crop_length, nll, predict_clips
+from .evaluate import accuracy, crop_length, nll, predict_clips
 from .features import (
     apply_mix,
     draw_mix,
@@ -385,7 +385,7 @@ def run_job(
     train_set = WindowDataset(
         data["train"].audio, data["train"].labels.tolist(), window=window,
         windows_per_clip=t.windows_per_clip, random_crop=cfg.augment.random_crop,
-        short_policy=cfg.audio.short_policy, crop=max(1, round(window * cfg.augment.crop_fraction)),
+        short_policy=cfg.audio.short_policy, crop=crop_length(window, cfg.augment.crop_fraction),
     )
     # drop a ragged last batch of one example: BatchNorm cannot train on a single example
     sampler = None
@@ -599,7 +599,7 @@ def evaluate_run(cfg, manifest, data, model, device, window, hop, run_dir: Path)
         t0 = time.perf_counter()
         probs = predict_clips(model, clips.audio, window=window, hop=hop, device=device,
                               short_policy=cfg.audio.short_policy, crops=cfg.train.eval_crops,
-                              crop_length=eval_crop_length(cfg))
+                              crop_length=crop_length(window, cfg.augment.crop_fraction))
         seconds = time.perf_counter() - t0
         arrays[f"{name}_probs"] = probs
         arrays[f"{name}_labels"] = clips.labels
