@@ -66,10 +66,10 @@ def main() -> None:
             table[f"first window, mean of {k} circular shifts"].append(probs)
         for n in crops:  # the library's evaluation crops (train.eval_crops), on the first window and on every window
             table[f"first window 50/50 with the mean of {n} crops"].append(predict_clips(
-                clf.model, firsts, window=clf.window, hop=clf.window, crops=n, crop_length=clf.crop))
+                clf.model, firsts, window=clf.window, hop=clf.window, crops=n, crop_length=clf.crop_samples))
             table[f"every window 50/50 with the mean of {n} crops (train.eval_crops={n})"].append(predict_clips(
                 clf.model, clips, window=clf.window, hop=clf.hop, short_policy=clf.cfg.audio.short_policy,
-                crops=n, crop_length=clf.crop))
+                crops=n, crop_length=clf.crop_samples))
         tests.append((list(preds["test_paths"]), labels))
     # report protocol: every fold model tested on the same held-out fold -> also their averaged predictions
     shared = all(paths == tests[0][0] for paths, _ in tests)

@@ -40,8 +40,8 @@ def export(clf: Classifier, fmt: str, out: Path, opset: int = 17) -> dict:
         "classes": clf.classes, "sample_rate": clf.sample_rate, "window_samples": clf.window,
         "dynamic_time": dynamic_time, "input": "waveform (batch, samples) float32, mono",
         "output": "logits (batch, n_classes); softmax for probabilities",
-        "eval_crops": clf.cfg.train.eval_crops if clf.crop < clf.window else 0,
-        "crop_samples": clf.crop,
+        "eval_crops": clf.cfg.train.eval_crops if clf.crop_samples < clf.window else 0,
+        "crop_samples": clf.crop_samples,
     }
     try:
         with warnings.catch_warnings():

@@ -82,7 +82,11 @@ class Classifier:
         self.sample_rate = cfg.audio.sample_rate
         self.window = int(round(cfg.audio.window_seconds * self.sample_rate))
         self.hop = max(1, int(self.window * cfg.train.eval_hop))
-        self.crop = crop_length(self.window, cfg.augment.crop_fraction)  # evaluation crops (train.eval_crops)
+
+    @property
+    def crop_samples(self) -> int:
+        """Samples per evaluation crop (``train.eval_crops``): the training crop's length."""
+        return crop_length(self.window, self.cfg.augment.crop_fraction)
 
     # -- core
     @torch.no_grad()
@@ -93,7 +97,7 @@ class Classifier:
         for i in range(0, len(flat), batch_size):
             x = flat[i : i + batch_size].to(self.device)
             y = self.model.embed(x) if embed else window_probs(self.model, x, crops=self.cfg.train.eval_crops,
-                                                               crop_length=self.crop)
+                                                               crop_length=self.crop_samples)
             outs.append(y.float().cpu())
         flat_out = torch.cat(outs).numpy()
         sizes = np.cumsum([0] + [len(w) for w in windows])
