@@ -118,18 +118,21 @@ def _cmd(data, out, epochs, *extra):
 
 def test_ctrl_c_saves_and_resumes(tmp_path):
     data = write_esc10(tmp_path / "d", per_fold=3)
-    proc = subprocess.Popen(_cmd(data, tmp_path / "r", 40), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # tiny epochs take milliseconds: many of them, and Ctrl-C as soon as the first checkpoint exists
+    # (it is written atomically), so the run cannot finish before the signal lands
+    epochs = 300
+    proc = subprocess.Popen(_cmd(data, tmp_path / "r", epochs), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "r" / "checkpoints" / "last.pt").exists():
-        time.sleep(0.05)
-    time.sleep(0.3)
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2, err
     assert "interrupted" in err and "--resume" in err and "Traceback" not in err
     ckpt = checkpoint.load(tmp_path / "r" / "checkpoints" / "last.pt")
-    assert 1 <= ckpt["epoch"] < 40
-    resumed = subprocess.run(_cmd(data, tmp_path / "r", 40, "--resume"),
+    assert 1 <= ckpt["epoch"] < epochs
+    resumed = subprocess.run(_cmd(data, tmp_path / "r", epochs, "--resume"),
                              capture_output=True, text=True, timeout=600, env=dict(os.environ))
     assert resumed.returncode == 0, resumed.stderr
     assert (tmp_path / "r" / "done").exists()
