@@ -118,7 +118,7 @@ def _cmd(data, out, epochs, *extra):
 
 def test_ctrl_c_saves_and_resumes(tmp_path):
     data = write_esc10(tmp_path / "d", per_fold=3)
-    # tiny epochs take milliseconds: many of them, and Ctrl-C as soon as the first checkpoint exists
+    # epochs on tiny data are fast: many of them, and Ctrl-C as soon as the first checkpoint exists
     # (it is written atomically), so the run cannot finish before the signal lands
     epochs = 300
     proc = subprocess.Popen(_cmd(data, tmp_path / "r", epochs), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
