@@ -167,6 +167,30 @@ def test_strided_first_convolution_reads_a_finer_hop_into_the_same_map(name):
     assert fine(wav).shape == (2, 10)
 
 
+@pytest.mark.parametrize("name", ["logmel-transformer", "seed-transformer-h2"])
+def test_readout_mean_averages_every_output_token(name):
+    """model.readout=mean: the clip embedding is the mean of the encoder's output tokens (CLS
+    included) instead of the CLS token's output; same weights, so only the readout differs."""
+    base = ["model.ensemble=[]"] if name == "logmel-transformer" else ["audio.window_seconds=1"]
+    torch.manual_seed(0)
+    cls_model = build_model(load_config(name, base), 10).eval()
+    mean_model = build_model(load_config(name, base + ["model.readout=mean"]), 10).eval()
+    mean_model.load_state_dict(cls_model.state_dict())  # the readout adds no parameters
+    outputs = []
+    mean_model.encoder.norm.register_forward_hook(lambda mod, inp, out: outputs.append(out))
+    wav = torch.randn(3, int(16000 * load_config(name, base).audio.window_seconds))
+    with torch.no_grad():
+        feats = mean_model.frontend(wav)
+        embedding, _ = mean_model.embed_features(feats)
+        tokens = outputs[-1]  # (B, 1 + T, D) after the final norm
+        torch.testing.assert_close(embedding, tokens.mean(dim=1))
+        cls_embedding, _ = cls_model.embed_features(feats)
+        torch.testing.assert_close(cls_embedding, tokens[:, 0])
+        assert not torch.allclose(embedding, cls_embedding)
+    with pytest.raises(SoundformerError, match="model.readout"):
+        load_config(name, base + ["model.readout=max"])
+
+
 def test_ensemble_config_is_checked_and_builds_one_model_per_frontend():
     cfg = load_config("logmel-transformer", ["model.ensemble=[log,pcen]", "model.depth=1"])
     model = build_model(cfg, 10)

@@ -77,6 +77,7 @@ class ModelConfig:
     drop_path: float = 0.1  # stochastic depth of the last block (0 for the first, linear between)
     norm_first: bool = True  # pre-norm (True) or post-norm as in the original transformer
     positions: str = "sinusoidal"  # sinusoidal|learned
+    readout: str = "cls"  # transformers' clip embedding: the CLS token's output (cls) | the mean of every output token (mean)
     attention: str = "manual"  # manual (hand-written) | fused (scaled_dot_product_attention)
     token_layout: str = "time"  # seed transformer: channels (the report's) | time
     pool_time: list[int] = field(default_factory=lambda: [2])  # log-mel transformer stem: time pooling per conv block, one value for all or one per block (e.g. [4, 2, 2] for a finer hop)
@@ -159,6 +160,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "features.compression": ("log", "pcen", "log+pcen"),
     "model.name": ("seed_cnn", "seed_transformer", "logmel_cnn", "logmel_transformer", "modulation_linear"),
     "model.positions": ("sinusoidal", "learned"),
+    "model.readout": ("cls", "mean"),
     "model.attention": ("manual", "fused"),
     "model.token_layout": ("channels", "time"),
     "train.optimizer": ("adam", "adamw"),

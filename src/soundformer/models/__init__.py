@@ -121,7 +121,8 @@ class SeedTransformer(AudioClassifier):
     """
 
     def __init__(self, *, channels, window_samples, n_classes, token_layout, dim, depth, heads,
-                 mlp_dim, dropout, attn_dropout, drop_path, norm_first, positions, max_tokens, fused):
+                 mlp_dim, dropout, attn_dropout, drop_path, norm_first, positions, max_tokens, fused,
+                 readout: str = "cls"):
         super().__init__()
         self.frontend = WaveformFrontEnd()
         self.stem = SeedConvStem(channels=channels)
@@ -132,7 +133,7 @@ class SeedTransformer(AudioClassifier):
         self.encoder = CLSEncoder(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, dropout=dropout,
                                   attn_dropout=attn_dropout, drop_path=drop_path, norm_first=norm_first,
                                   positions=positions, max_tokens=max_tokens, fused=fused,
-                                  activation=nn.ReLU)
+                                  activation=nn.ReLU, readout=readout)
         self.head = nn.Linear(dim, n_classes)
 
     def embed_features(self, feats, need_weights=False):
@@ -169,7 +170,7 @@ class LogMelTransformer(AudioClassifier):
 
     def __init__(self, *, frontend: LogMelFrontEnd, n_mels, channels, pool_time, stem_double, n_classes,
                  dim, depth, heads, mlp_dim, dropout, attn_dropout, drop_path, norm_first, positions,
-                 max_tokens, fused, stem_stride: int = 1):
+                 max_tokens, fused, stem_stride: int = 1, readout: str = "cls"):
         super().__init__()
         self.frontend = frontend
         self.stem = LogMelConvStem(channels=channels, pool_time=pool_time, double=stem_double, stride_time=stem_stride,
@@ -178,7 +179,7 @@ class LogMelTransformer(AudioClassifier):
         self.to_tokens = nn.Linear(self.stem.out_channels * freq_bins, dim)
         self.encoder = CLSEncoder(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, dropout=dropout,
                                   attn_dropout=attn_dropout, drop_path=drop_path, norm_first=norm_first,
-                                  positions=positions, max_tokens=max_tokens, fused=fused)
+                                  positions=positions, max_tokens=max_tokens, fused=fused, readout=readout)
         self.head = nn.Linear(dim, n_classes)
 
     def embed_features(self, feats, need_weights=False):
@@ -252,7 +253,8 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
         return ModulationLinear(frontend=frontend, dropout=m.dropout, n_classes=n_classes)
     enc = dict(dim=m.dim, depth=m.depth, heads=m.heads, mlp_dim=m.mlp_dim, dropout=m.dropout,
                attn_dropout=m.attn_dropout, drop_path=m.drop_path, norm_first=m.norm_first,
-               positions=m.positions, max_tokens=m.max_tokens, fused=m.attention == "fused")
+               positions=m.positions, max_tokens=m.max_tokens, fused=m.attention == "fused",
+               readout=m.readout)
     if m.name in ("seed_cnn", "seed_transformer"):  # fixed-size models: built for one window length
         window = int(round(a.window_seconds * a.sample_rate))
         reduction = 2 ** len(m.channels)

@@ -79,17 +79,21 @@ def sinusoidal_positions(length: int, dim: int, device=None) -> torch.Tensor:
 
 
 class CLSEncoder(nn.Module):
-    """Tokens (B, T, D) -> CLS embedding (B, D): prepend a learned CLS token, add positions,
-    run the blocks, read the CLS token."""
+    """Tokens (B, T, D) -> clip embedding (B, D): prepend a learned CLS token, add positions,
+    run the blocks, read the CLS token (``readout="cls"``) or the mean of every output token,
+    CLS included (``"mean"``: the same for any number of tokens)."""
 
     def __init__(
         self, *, dim: int, depth: int, heads: int, mlp_dim: int, dropout: float = 0.0,
         attn_dropout: float = 0.0, drop_path: float = 0.0, norm_first: bool = True,
         positions: str = "sinusoidal", max_tokens: int = 1024, fused: bool = False,
-        activation: type[nn.Module] = nn.GELU,
+        activation: type[nn.Module] = nn.GELU, readout: str = "cls",
     ):
         super().__init__()
+        if readout not in ("cls", "mean"):
+            raise ValueError(f"readout must be cls or mean, got {readout!r}")
         self.dim = dim
+        self.readout = readout
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.positions = positions
@@ -120,4 +124,5 @@ class CLSEncoder(nn.Module):
             x, w = block(x, need_weights=need_weights)  # (B, 1 + T, D)
             maps.append(w)
         x = self.norm(x)
-        return x[:, 0], maps  # (B, D), per-block (B, H, 1 + T, 1 + T) or None
+        embedding = x[:, 0] if self.readout == "cls" else x.mean(dim=1)  # (B, D)
+        return embedding, maps  # (B, D), per-block (B, H, 1 + T, 1 + T) or None
