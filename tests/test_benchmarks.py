@@ -154,6 +154,37 @@ def test_speed_training_step_updates_the_model_and_keeps_labels_on_its_device():
     assert out.shape == (2, 10) and torch.isfinite(out).all()
 
 
+def test_crop_speed_times_each_length_policy_over_the_same_range():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import crop_speed
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    kw = dict(shortest=100, longest=400, mean=250, grid=4, steps=200, rng=rng)
+    assert crop_speed.policy_lengths("fixed", **kw) == [250] * 200
+    assert crop_speed.policy_lengths("shortest", **kw) == [100] * 200
+    assert crop_speed.policy_lengths("longest", **kw) == [400] * 200
+    continuous = crop_speed.policy_lengths("continuous", **kw)
+    assert 100 <= min(continuous) and max(continuous) <= 400 and len(set(continuous)) > 100
+    assert set(crop_speed.policy_lengths("grid", **kw)) == {100, 200, 300, 400}
+    tiny = ["audio.window_seconds=0.5", "model.dim=32", "model.depth=1", "model.heads=2", "model.mlp_dim=32",
+            "model.channels=[8,16]"]
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crop_speed.py"), "--steps", "2", "--warmup", "0",
+                          "--rounds", "1", "--batch", "2", "--grid", "3", *[a for o in tiny for a in ("--set", o)]],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr
+    rows = [line.split(" | ") for line in out.stdout.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [r[0].strip("| ") for r in rows] == ["fixed", "shortest", "longest", "continuous", "grid 3"]
+    assert [r[4] for r in rows[:3]] == ["4,800", "2,400", "7,200"]  # 0.6, 0.3, 0.9 of a 0.5-s window at 16 kHz
+    assert rows[0][5] == "1.00x" and rows[0][6].strip(" |") == "1.00x"
+    bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "crop_speed.py"), "--spread", "0.5"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert bad.returncode == 2 and "leaves (0, 1]" in bad.stderr
+
+
 def run_smoke(script: str, tmp_path: Path, *args: str, **env: str) -> None:
     """Run a GPU benchmark script on the CPU in its SMOKE mode; it must exit 0."""
     env = {**os.environ, "SMOKE": "1", "PYTHON": sys.executable, "SOUNDFORMER_CACHE": str(tmp_path / "cache"), **env}

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from soundformer.config import apply_override, load_config, preset_names, read_config, save_config
@@ -50,11 +52,14 @@ def test_overrides_are_typed():
     ("model.stem_stride=0", "model.stem_stride must be > 0"),
     ("augment.crop_fraction=1.2", "augment.crop_fraction is the share of the window each training crop keeps, in (0, 1]"),
     ("augment.crop_fraction=0", "augment.crop_fraction is the share of the window each training crop keeps, in (0, 1]"),
+    ("augment.crop_spread=0.5", "augment.crop_spread: each batch's crop share is drawn from crop_fraction +- "
+     "crop_spread, which must stay above 0 and at most 1 (0 = no spread); with crop_fraction=0.6, crop_spread=0.5 gives 0.1 to 1.1"),
+    ("augment.crop_spread=-0.1", "augment.crop_spread: each batch's crop share"),
     ("train.eval_crops=-1", "train.eval_crops must be >= 0"),
     ("train.eval_crops=2.5", "'train.eval_crops' must be int"),
 ])
 def test_bad_overrides_name_the_setting(override, message):
-    with pytest.raises(SoundformerError, match=message.replace("(", r"\(").replace("[", r"\[")):
+    with pytest.raises(SoundformerError, match=re.escape(message)):
         load_config("logmel-transformer", [override])
 
 
@@ -62,6 +67,12 @@ def test_training_crops_need_a_model_that_takes_any_length():
     assert load_config("logmel-cnn", ["augment.crop_fraction=0.5"]).augment.crop_fraction == 0.5
     with pytest.raises(SoundformerError, match="model.name=seed_cnn takes whole windows only"):
         load_config("seed-cnn", ["augment.crop_fraction=0.5"])
+
+
+def test_crop_spread_may_reach_both_ends_of_the_window_share():
+    assert load_config("logmel-transformer", ["augment.crop_spread=0.4"]).augment.crop_spread == 0.4  # 0.2-1.0
+    with pytest.raises(SoundformerError, match="with crop_fraction=1, crop_spread=0.1 gives 0.9 to 1.1"):
+        load_config("logmel-transformer", ["augment.crop_fraction=1", "augment.crop_spread=0.1"])
 
 
 def test_unknown_preset_lists_the_known_ones():

@@ -478,6 +478,20 @@ def test_seed_transformer_channels_layout_needs_matching_dim():
         build_model(cfg, 1)
 
 
+def test_random_crops_cut_each_clip_at_its_own_start():
+    from soundformer.features import random_crops
+
+    torch.manual_seed(0)
+    wav = torch.arange(1000, dtype=torch.float32).repeat(64, 1)  # (64, 1000) ramps
+    out = random_crops(wav, length=300)
+    assert out.shape == (64, 300)
+    starts = out[:, 0].long()
+    for row, s in zip(out, starts.tolist()):
+        assert torch.equal(row, wav[0, s : s + 300])  # one contiguous stretch of the clip
+    assert 0 <= starts.min() and starts.max() <= 700 and len(set(starts.tolist())) > 10
+    assert torch.equal(random_crops(wav, length=1000), wav) and torch.equal(random_crops(wav, length=2000), wav)
+
+
 def test_time_shift_rolls_each_clip_within_its_limit():
     from soundformer.features import time_shift
 

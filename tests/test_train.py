@@ -321,6 +321,34 @@ def test_crop_fraction_trains_on_crops_and_evaluates_whole_windows(tiny_esc10, t
     assert "crop_fraction: 0.5" in (tmp_path / "r" / "config.yaml").read_text()
 
 
+def test_crop_spread_draws_one_crop_length_per_batch(tiny_esc10, tmp_path, monkeypatch):
+    import soundformer.train as train_module
+
+    lengths = {"loader": set(), "model": []}
+    step_forward = train_module.TrainStep.forward
+
+    def recording_step(self, wav, target):
+        lengths["loader"].add(wav.shape[-1])
+        return step_forward(self, wav, target)
+
+    frontend_forward = train_module.StandardisedFrontEnd.forward
+
+    def recording_frontend(self, wav, *args, **kwargs):
+        if torch.is_grad_enabled():  # training steps (evaluation runs without gradients)
+            lengths["model"].append(wav.shape[-1])
+        return frontend_forward(self, wav, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.TrainStep, "forward", recording_step)
+    monkeypatch.setattr(train_module.StandardisedFrontEnd, "forward", recording_frontend)
+    cfg = tiny_cfg("augment.crop_fraction=0.5", "augment.crop_spread=0.25", "train.epochs=3", "model.ensemble=[]")
+    m = load_manifest(tiny_esc10)
+    run_job(cfg, m, one_job(m, cfg), tmp_path / "r", progress=False)
+    rate = cfg.audio.sample_rate  # 0.5-s windows: crops of 0.125-0.375 s, cut from 0.375-s loader crops
+    assert lengths["loader"] == {round(rate * 0.375)}
+    assert all(round(rate * 0.125) <= n <= round(rate * 0.375) for n in lengths["model"])
+    assert len(set(lengths["model"])) >= 3  # a length drawn for each batch
+
+
 def test_ctrl_c_stops_the_whole_cross_validation(tiny_esc10, tmp_path, monkeypatch):
     """Ctrl-C inside one fold must not roll on to the next fold (it used to: the interruption
     was reported like a failed job and the loop went on)."""

@@ -91,6 +91,7 @@ class ModelConfig:
 class AugmentConfig:
     random_crop: bool = True  # random window position in training (a time shift)
     crop_fraction: float = 1.0  # log-mel models: train on random crops of this share of the window (0.6 = 3 s of 5); evaluation sees whole windows; 1 = whole windows
+    crop_spread: float = 0.0  # each training batch draws its crops' share uniformly from crop_fraction +- crop_spread (same mean cost; 0.6 +- 0.3 = 1.5-4.5 s of 5); 0 = every crop is crop_fraction
     gain_db: float = 0.0  # random gain in +-gain_db
     time_shift: float = 0.0  # random circular shift of each window, up to this fraction of it
     speed: float = 0.0  # random playback speed in 1 +- speed (tempo and pitch together); 0 = off
@@ -463,6 +464,11 @@ def validate(cfg: Config) -> None:
     if not 0 < g.crop_fraction <= 1:
         raise SoundformerError(f"augment.crop_fraction is the share of the window each training crop keeps, "
                                f"in (0, 1] (1 = whole windows), got {g.crop_fraction:g}")
+    if g.crop_spread < 0 or (g.crop_spread and not (g.crop_fraction - g.crop_spread > 0 and g.crop_fraction + g.crop_spread <= 1 + 1e-9)):  # 1e-9: 0.7 + 0.3 may round above 1
+        raise SoundformerError(f"augment.crop_spread: each batch's crop share is drawn from crop_fraction +- crop_spread, "
+                               f"which must stay above 0 and at most 1 (0 = no spread); with crop_fraction="
+                               f"{g.crop_fraction:g}, crop_spread={g.crop_spread:g} gives "
+                               f"{g.crop_fraction - g.crop_spread:g} to {g.crop_fraction + g.crop_spread:g}")
     if g.crop_fraction < 1 and not needs_logmel:
         raise SoundformerError(f"augment.crop_fraction needs a model that takes any input length (the log-mel "
                                f"models); model.name={m.name} takes whole windows only: set augment.crop_fraction=1")

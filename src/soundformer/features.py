@@ -257,6 +257,17 @@ def time_shift(wav: torch.Tensor, *, max_fraction: float) -> torch.Tensor:
     return wav.gather(1, index.to(wav.device))
 
 
+def random_crops(wav: torch.Tensor, *, length: int) -> torch.Tensor:
+    """Cut each (B, N) waveform to ``length`` samples at its own random start (whole when
+    ``length`` >= N): crops of one batch share a length, so they stack."""
+    B, N = wav.shape
+    if length >= N:
+        return wav
+    start = torch.randint(0, N - length + 1, (B, 1))  # (B, 1)
+    index = start + torch.arange(length)[None, :]  # (B, length)
+    return wav.gather(1, index.to(wav.device))
+
+
 def speed_perturb(wav: torch.Tensor, *, max_change: float) -> torch.Tensor:
     """Play each (B, N) waveform at its own random speed in [1 - max_change, 1 + max_change]:
     tempo and pitch change together, as with a tape played faster or slower (0.1 is about

@@ -38,6 +38,7 @@ from .features import (
     apply_mix,
     draw_mix,
     mix_waveforms,
+    random_crops,
     random_eq,
     random_gain,
     spec_augment,
@@ -254,9 +255,17 @@ class TrainStep(torch.nn.Module):
         # where each member mixes its own examples; None: it hears the shared mixture
         domains = a.member_mixup_domains or [a.mixup_domain] * len(model.members())
         self.domains = [None] * len(domains) if self.shared_waveform_mix else domains
+        # augment.crop_spread: the loader's crops have the longest share; each batch is cut to a
+        # length drawn between the shortest and the longest (None: the loader's crops as they are)
+        window = window_samples(cfg)
+        self.crop_lengths = (crop_length(window, a.crop_fraction - a.crop_spread),
+                             crop_length(window, a.crop_fraction + a.crop_spread)) if a.crop_spread else None
 
     def forward(self, wav: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a = self.aug
+        if self.crop_lengths:
+            shortest, longest = self.crop_lengths
+            wav = random_crops(wav, length=int(torch.randint(shortest, longest + 1, ()).item()))
         if a.gain_db:
             wav = random_gain(wav, max_db=a.gain_db)
         if a.time_shift:
@@ -385,7 +394,8 @@ def run_job(
     train_set = WindowDataset(
         data["train"].audio, data["train"].labels.tolist(), window=window,
         windows_per_clip=t.windows_per_clip, random_crop=cfg.augment.random_crop,
-        short_policy=cfg.audio.short_policy, crop=crop_length(window, cfg.augment.crop_fraction),
+        short_policy=cfg.audio.short_policy,
+        crop=crop_length(window, cfg.augment.crop_fraction + cfg.augment.crop_spread),  # TrainStep cuts spread crops
     )
     # drop a ragged last batch of one example: BatchNorm cannot train on a single example
     sampler = None
