@@ -91,7 +91,7 @@ class ModelConfig:
 class AugmentConfig:
     random_crop: bool = True  # random window position in training (a time shift)
     crop_fraction: float = 1.0  # log-mel models: train on random crops of this share of the window (0.6 = 3 s of 5); evaluation sees whole windows; 1 = whole windows
-    crop_spread: float = 0.0  # each training batch draws its crops' share uniformly from crop_fraction +- crop_spread (same mean cost; 0.6 +- 0.3 = 1.5-4.5 s of 5); 0 = every crop is crop_fraction
+    crop_spread: float = 0.0  # each training batch draws its crops' share uniformly from crop_fraction +- crop_spread (same mean work per step; 0.6 +- 0.3 = 1.5-4.5 s of 5); 0 = every crop is crop_fraction
     gain_db: float = 0.0  # random gain in +-gain_db
     time_shift: float = 0.0  # random circular shift of each window, up to this fraction of it
     speed: float = 0.0  # random playback speed in 1 +- speed (tempo and pitch together); 0 = off
