@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from common import build
 
-from soundformer.evaluate import crop_length
+from soundformer.evaluate import crop_length, crop_length_range
 from soundformer.runtime import place_model
 from soundformer.train import TrainStep, make_optimizer, window_samples
 
@@ -67,7 +67,7 @@ def main() -> None:
     if args.grid < 2:
         ap.error("--grid needs two or more lengths")
     cfg.augment.crop_spread = 0.0  # the benchmark chooses each step's length itself
-    shortest, longest = crop_length(window, fraction - args.spread), crop_length(window, fraction + args.spread)
+    shortest, longest = crop_length_range(window, fraction, args.spread)
     mean = crop_length(window, fraction)
     place_model(model, torch.device("cpu"))
     step = TrainStep(model, cfg)

@@ -34,6 +34,12 @@ def crop_length(window: int, crop_fraction: float) -> int:
     return max(1, round(window * crop_fraction))
 
 
+def crop_length_range(window: int, crop_fraction: float, crop_spread: float) -> tuple[int, int]:
+    """Shortest and longest training crop (samples) for ``augment.crop_spread``: the loader cuts
+    the longest, and each batch is cut again to a length between the two (equal when no spread)."""
+    return crop_length(window, crop_fraction - crop_spread), crop_length(window, crop_fraction + crop_spread)
+
+
 @torch.no_grad()
 def predict_clips(
     model: nn.Module, clips: list[np.ndarray], *, window: int, hop: int, batch_size: int = 64,

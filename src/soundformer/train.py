@@ -33,7 +33,7 @@ from .data.dataset import WindowDataset
 from .data.sources import Item, Manifest
 from .distributed import init_from_env, shutdown
 from .errors import Interrupted, SoundformerError
-from .evaluate import accuracy, crop_length, nll, predict_clips
+from .evaluate import accuracy, crop_length, crop_length_range, nll, predict_clips
 from .features import (
     apply_mix,
     draw_mix,
@@ -255,11 +255,10 @@ class TrainStep(torch.nn.Module):
         # where each member mixes its own examples; None: it hears the shared mixture
         domains = a.member_mixup_domains or [a.mixup_domain] * len(model.members())
         self.domains = [None] * len(domains) if self.shared_waveform_mix else domains
-        # augment.crop_spread: the loader's crops have the longest share; each batch is cut to a
-        # length drawn between the shortest and the longest (None: the loader's crops as they are)
-        window = window_samples(cfg)
-        self.crop_lengths = (crop_length(window, a.crop_fraction - a.crop_spread),
-                             crop_length(window, a.crop_fraction + a.crop_spread)) if a.crop_spread else None
+        # augment.crop_spread: each batch is cut to a length drawn between the shortest and the
+        # longest crop (None: the loader's crops as they are)
+        shortest, longest = crop_length_range(window_samples(cfg), a.crop_fraction, a.crop_spread)
+        self.crop_lengths = (shortest, longest) if shortest < longest else None
 
     def forward(self, wav: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a = self.aug
@@ -395,7 +394,7 @@ def run_job(
         data["train"].audio, data["train"].labels.tolist(), window=window,
         windows_per_clip=t.windows_per_clip, random_crop=cfg.augment.random_crop,
         short_policy=cfg.audio.short_policy,
-        crop=crop_length(window, cfg.augment.crop_fraction + cfg.augment.crop_spread),  # TrainStep cuts spread crops
+        crop=crop_length_range(window, cfg.augment.crop_fraction, cfg.augment.crop_spread)[1],  # TrainStep cuts shorter
     )
     # drop a ragged last batch of one example: BatchNorm cannot train on a single example
     sampler = None
