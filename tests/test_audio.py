@@ -3,10 +3,11 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from soundformer.data import audio
 from soundformer.data.audio import AudioError, decode, fit_length, load, load_many
-from soundformer.data.dataset import WindowDataset
+from soundformer.data.dataset import WindowDataset, loud_starts
 
 from .conftest import tone
 
@@ -99,3 +100,30 @@ def test_training_crops_come_from_the_clip_filled_to_a_whole_window():
     # longer clips: a crop may start anywhere in the clip, not only in its first window
     long = WindowDataset([np.arange(20, dtype=np.float32)], [0], window=7, crop=4)
     assert max(int(long[0][0][0]) for _ in range(300)) == 16
+
+
+def test_loud_starts_keep_the_crops_that_hold_the_event():
+    clip = np.zeros(100, dtype=np.float32)
+    clip[10:20] = 1.0  # one event, silence around it
+    # 30-sample crops (a grid of one sample): the crop [s, s + 30) holds the whole event when s <= 10
+    starts = loud_starts(clip, 30, 1.0, 1)
+    assert starts.tolist() == list(range(0, 11))
+    half = loud_starts(clip, 30, 0.5, 1)
+    assert half.tolist() == list(range(0, 16))  # at least 5 of the 10 loud samples
+    assert loud_starts(clip, 30, 0.5, 5).tolist() == [0, 5, 10, 15]  # on the grid
+    # a steady sound keeps every start, and a silent clip too (nothing to prefer)
+    assert len(loud_starts(np.ones(100, dtype=np.float32), 30, 0.9, 1)) == 71
+    assert len(loud_starts(np.zeros(100, dtype=np.float32), 30, 0.9, 1)) == 71
+
+
+def test_crops_with_min_energy_never_miss_the_event():
+    clip = np.zeros(100, dtype=np.float32)
+    clip[:10] = 1.0  # the sound fills the start; the rest is padding
+    uniform = WindowDataset([clip], [3], window=100, crop=40)
+    loud = WindowDataset([clip], [3], window=100, crop=40, min_energy=0.5, energy_hop=4)
+    torch.manual_seed(0)
+    missed_uniform = sum(float(uniform[0][0].sum()) < 5 for _ in range(300))
+    held = [float(loud[0][0].sum()) for _ in range(300)]
+    assert missed_uniform > 100  # most uniform crops hold less than half the event
+    assert min(held) >= 3  # grid starts 0 and 4 hold >= 5; with under 4 samples of jitter a crop starts at 7 at most
+    assert loud[0][1].item() == 3

@@ -55,6 +55,8 @@ def test_overrides_are_typed():
     ("augment.crop_spread=0.5", "augment.crop_spread: each batch's crop share is drawn from crop_fraction +- "
      "crop_spread, which must stay above 0 and at most 1 (0 = no spread); with crop_fraction=0.6, crop_spread=0.5 gives 0.1 to 1.1"),
     ("augment.crop_spread=-0.1", "augment.crop_spread: each batch's crop share"),
+    ("augment.crop_min_energy=1", "augment.crop_min_energy is the least share of the loudest crop's energy a "
+     "training crop must hold, in [0, 1) (0 = any crop), got 1"),
     ("train.eval_crops=-1", "train.eval_crops must be >= 0"),
     ("train.eval_crops=2.5", "'train.eval_crops' must be int"),
 ])
@@ -73,6 +75,13 @@ def test_crop_spread_may_reach_both_ends_of_the_window_share():
     assert load_config("logmel-transformer", ["augment.crop_spread=0.4"]).augment.crop_spread == 0.4  # 0.2-1.0
     with pytest.raises(SoundformerError, match="with crop_fraction=1, crop_spread=0.1 gives 0.9 to 1.1"):
         load_config("logmel-transformer", ["augment.crop_fraction=1", "augment.crop_spread=0.1"])
+
+
+def test_crop_min_energy_needs_random_crops_to_place():
+    assert load_config("logmel-transformer", ["augment.crop_min_energy=0.5"]).augment.crop_min_energy == 0.5
+    for override in ("augment.crop_fraction=1", "augment.random_crop=false"):
+        with pytest.raises(SoundformerError, match=re.escape("needs augment.crop_fraction < 1 and augment.random_crop=true")):
+            load_config("logmel-transformer", ["augment.crop_min_energy=0.5", override])
 
 
 def test_unknown_preset_lists_the_known_ones():

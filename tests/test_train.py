@@ -349,6 +349,32 @@ def test_crop_spread_draws_one_crop_length_per_batch(tiny_esc10, tmp_path, monke
     assert len(set(lengths["model"])) >= 3  # a length drawn for each batch
 
 
+def test_crop_min_energy_reaches_the_training_crops(tiny_esc10, tmp_path, monkeypatch):
+    import soundformer.train as train_module
+
+    made = []
+    real_dataset = train_module.WindowDataset
+
+    def recording_dataset(*args, **kwargs):
+        made.append(real_dataset(*args, **kwargs))
+        return made[-1]
+
+    monkeypatch.setattr(train_module, "WindowDataset", recording_dataset)
+    cfg = tiny_cfg("augment.crop_fraction=0.5", "augment.crop_min_energy=0.25", "train.epochs=1", "model.ensemble=[]")
+    m = load_manifest(tiny_esc10)
+    run_job(cfg, m, one_job(m, cfg), tmp_path / "r", progress=False)
+    (train_set,) = made
+    # every clip has its list of allowed starts, each crop of them holding >= 0.25 of the loudest crop
+    assert len(train_set.starts) == len(train_set.clips) and all(s is not None for s in train_set.starts)
+    for clip, starts in zip(train_set.clips, train_set.starts):
+        power = torch.cumsum(torch.cat([torch.zeros(1), clip.double() ** 2]), 0)
+        every = torch.arange(0, len(clip) - train_set.length + 1, train_set.energy_hop)
+        loudest = (power[every + train_set.length] - power[every]).max()
+        held = power[torch.as_tensor(starts) + train_set.length] - power[torch.as_tensor(starts)]
+        assert bool((held >= 0.25 * loudest - 1e-9).all())
+    assert "crop_min_energy: 0.25" in (tmp_path / "r" / "config.yaml").read_text()
+
+
 def test_ctrl_c_stops_the_whole_cross_validation(tiny_esc10, tmp_path, monkeypatch):
     """Ctrl-C inside one fold must not roll on to the next fold (it used to: the interruption
     was reported like a failed job and the loop went on)."""

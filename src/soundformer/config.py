@@ -91,6 +91,7 @@ class ModelConfig:
 class AugmentConfig:
     random_crop: bool = True  # random window position in training (a time shift)
     crop_fraction: float = 1.0  # log-mel models: train on random crops of this share of the window (0.6 = 3 s of 5); evaluation sees whole windows; 1 = whole windows
+    crop_min_energy: float = 0.0  # a training crop must hold at least this share of the energy of its clip's loudest crop (no crops of padding silence alone under an event's label); 0 = any start
     crop_spread: float = 0.0  # each training batch draws its crops' share uniformly from crop_fraction +- crop_spread (same mean work per step; 0.6 +- 0.3 = 1.5-4.5 s of 5); 0 = every crop is crop_fraction
     gain_db: float = 0.0  # random gain in +-gain_db
     time_shift: float = 0.0  # random circular shift of each window, up to this fraction of it
@@ -469,6 +470,13 @@ def validate(cfg: Config) -> None:
                                f"which must stay above 0 and at most 1 (0 = no spread); with crop_fraction="
                                f"{g.crop_fraction:g}, crop_spread={g.crop_spread:g} gives "
                                f"{g.crop_fraction - g.crop_spread:g} to {g.crop_fraction + g.crop_spread:g}")
+    if not 0 <= g.crop_min_energy < 1:
+        raise SoundformerError(f"augment.crop_min_energy is the least share of the loudest crop's energy a training "
+                               f"crop must hold, in [0, 1) (0 = any crop), got {g.crop_min_energy:g}")
+    if g.crop_min_energy and (g.crop_fraction == 1 or not g.random_crop):
+        raise SoundformerError(f"augment.crop_min_energy chooses where random training crops start, so it needs "
+                               f"augment.crop_fraction < 1 and augment.random_crop=true (got crop_fraction="
+                               f"{g.crop_fraction:g}, random_crop={str(g.random_crop).lower()}); or set crop_min_energy=0")
     if g.crop_fraction < 1 and not needs_logmel:
         raise SoundformerError(f"augment.crop_fraction needs a model that takes any input length (the log-mel "
                                f"models); model.name={m.name} takes whole windows only: set augment.crop_fraction=1")

@@ -395,6 +395,7 @@ def run_job(
         windows_per_clip=t.windows_per_clip, random_crop=cfg.augment.random_crop,
         short_policy=cfg.audio.short_policy,
         crop=crop_length_range(window, cfg.augment.crop_fraction, cfg.augment.crop_spread)[1],  # TrainStep cuts shorter
+        min_energy=cfg.augment.crop_min_energy,
     )
     # drop a ragged last batch of one example: BatchNorm cannot train on a single example
     sampler = None
