@@ -18,7 +18,7 @@ import numpy as np
 
 from soundformer.config import load_config
 from soundformer.data.audio import fit_length, load_many
-from soundformer.data.dataset import loud_starts
+from soundformer.data.dataset import crop_energies, loud_starts
 from soundformer.data.sources import load_manifest
 from soundformer.evaluate import crop_length
 from soundformer.train import window_samples
@@ -28,9 +28,7 @@ SHARES = (0.01, 0.1, 0.25, 0.5)
 
 def crop_energy_shares(clip: np.ndarray, length: int, hop: int) -> np.ndarray:
     """Each ``hop``-spaced crop's energy over the loudest crop's (all ones for a silent clip)."""
-    power = np.concatenate([[0.0], np.cumsum(np.square(clip, dtype=np.float64))])
-    starts = np.arange(0, len(clip) - length + 1, hop)
-    energy = power[starts + length] - power[starts]
+    _, energy = crop_energies(clip, length, hop)
     return energy / energy.max() if energy.max() > 0 else np.ones_like(energy)
 
 

@@ -91,7 +91,7 @@ class ModelConfig:
 class AugmentConfig:
     random_crop: bool = True  # random window position in training (a time shift)
     crop_fraction: float = 1.0  # log-mel models: train on random crops of this share of the window (0.6 = 3 s of 5); evaluation sees whole windows; 1 = whole windows
-    crop_min_energy: float = 0.0  # a training crop must hold at least this share of the energy of its clip's loudest crop (no crops of padding silence alone under an event's label); 0 = any start
+    crop_min_energy: float = 0.0  # a training crop must hold at least this share of the energy of its clip's loudest crop (no crops of padding silence alone under an event's label; with crop_spread, of the loader's longest crop); 0 = any start
     crop_spread: float = 0.0  # each training batch draws its crops' share uniformly from crop_fraction +- crop_spread (same mean work per step; 0.6 +- 0.3 = 1.5-4.5 s of 5); 0 = every crop is crop_fraction
     gain_db: float = 0.0  # random gain in +-gain_db
     time_shift: float = 0.0  # random circular shift of each window, up to this fraction of it

@@ -54,14 +54,18 @@ class WindowDataset(Dataset):
         return clip[start : start + self.length], self.labels[clip_index]  # (N,), ()
 
 
-def loud_starts(clip: np.ndarray, length: int, min_energy: float, hop: int) -> np.ndarray:
-    """Starts (multiples of ``hop``, at most ``len(clip) - length``) of the ``length``-sample
-    crops of ``clip`` that hold at least ``min_energy`` times the energy of its loudest such crop
-    (every start of a silent clip)."""
-    room = len(clip) - length
-    starts = np.arange(0, room + 1, hop)
+def crop_energies(clip: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The starts (multiples of ``hop`` up to ``len(clip) - length``) of ``clip``'s crops of
+    ``length`` samples, and each crop's energy (sum of squares)."""
+    starts = np.arange(0, len(clip) - length + 1, hop)
     power = np.concatenate([[0.0], np.cumsum(np.square(clip, dtype=np.float64))])  # (N + 1,)
-    energy = power[starts + length] - power[starts]
+    return starts, power[starts + length] - power[starts]
+
+
+def loud_starts(clip: np.ndarray, length: int, min_energy: float, hop: int) -> np.ndarray:
+    """The starts (see ``crop_energies``) of the crops that hold at least ``min_energy`` times the
+    energy of the clip's loudest crop (every start of a silent clip)."""
+    starts, energy = crop_energies(clip, length, hop)
     if energy.max() <= 0:
         return starts
     return starts[energy >= min_energy * energy.max()]
