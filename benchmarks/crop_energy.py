@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--min-energy", type=float, default=0.5, help="the crop_min_energy value to count starts for")
     ap.add_argument("--hop", type=int, default=160, help="start grid (samples)")
     args = ap.parse_args(argv)
+    if args.fraction is not None and not 0 < args.fraction <= 1:
+        ap.error(f"--fraction is a share of the window in (0, 1], got {args.fraction:g}")
+    if not 0 <= args.min_energy < 1:
+        ap.error(f"--min-energy is a share of the loudest crop's energy in [0, 1), got {args.min_energy:g}")
+    if args.hop < 1:
+        ap.error("--hop must be at least 1 sample")
 
     cfg = load_config(args.preset, [])
     window = window_samples(cfg)
