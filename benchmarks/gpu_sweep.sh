@@ -8,11 +8,14 @@
 #     base
 #     ls01  --set train.label_smoothing=0.1
 # Each variant runs `soundformer cv --protocol standard` once per seed in $SEEDS (default
-# "0 1 2"), in file order, variant by variant, PARALLEL (default 3) runs at a time, each with its
-# five fold models as five processes (--jobs 5). On one GPU the recipe's small steps are bound by
-# kernel launches, so fifteen processes share it well. No run starts after BUDGET_S (default
-# 480); runs still going at BUDGET_S + 60 are stopped. Results: OUT/NAME_sSEED/ (run folders,
-# read them with benchmarks/results_table.py --ablation), logs in OUT/logs/.
+# "0 1 2"), PARALLEL (default 3) runs at a time, each with its five fold models as five processes
+# (--jobs 5). Order: variant by variant in file order (ORDER=variant, the default), or seed by
+# seed with the variants in turn (ORDER=seed: base_s0, other_s0, base_s1, ...), so that a budget
+# that cuts the sweep short still leaves paired runs. On one GPU the recipe's small steps are
+# bound by kernel launches, so fifteen processes share it well. No run starts after BUDGET_S
+# (default 480); runs still going at KILL_AT seconds (default BUDGET_S + 60) are stopped.
+# Results: OUT/NAME_sSEED/ (run folders, read them with benchmarks/results_table.py --ablation),
+# logs in OUT/logs/.
 # Set SMOKE=1 to check the script itself on a CPU (1 epoch, one block; minutes on tiny data).
 set -u
 DATA=$1
@@ -21,6 +24,8 @@ VARIANTS=$3
 BUDGET=${4:-480}
 PARALLEL=${5:-3}
 SEEDS=${SEEDS:-0 1 2}
+ORDER=${ORDER:-variant}
+KILL_AT=${KILL_AT:-$(( BUDGET + 60 ))}
 T0=$(date +%s)
 L=$OUT/logs
 mkdir -p "$L"
@@ -30,23 +35,30 @@ elapsed() { echo $(( $(date +%s) - T0 )); }
 # log the machine; decode every clip once, so the parallel runs read the cache
 gpu_env_and_cache "$DATA" "$L"
 
-while read -r name rest; do
-  case "$name" in ''|\#*) continue ;; esac
-  read -r -a overrides <<<"$rest"
-  for seed in $SEEDS; do
-    while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do sleep 2; done
-    if [ "$(elapsed)" -ge "$BUDGET" ]; then echo "budget reached at $(elapsed) s: not starting ${name}_s$seed"; continue; fi
-    run=${name}_s$seed
-    echo "start $run at $(elapsed) s: ${overrides[*]}"
-    ( s=$(date +%s)
-      "$PY" -m soundformer cv --preset logmel-transformer --data "$DATA" --protocol standard --device "$DEV" \
-        --quiet --seed "$seed" --jobs 5 --set train.threads=1 "${overrides[@]}" "${EXTRA[@]}" \
-        --out "$OUT/$run" >"$L/$run.log" 2>&1
-      echo "$run rc=$? wall=$(( $(date +%s) - s )) s" | tee -a "$L/walltimes.txt" ) &
-  done
-done <"$VARIANTS"
+# the queue, one "NAME SEED OVERRIDES..." line per run, in the order asked for
+variants=$(grep -v -e '^[[:space:]]*$' -e '^[[:space:]]*#' "$VARIANTS")
+queue=()
+case "$ORDER" in
+  variant) while read -r name rest; do for seed in $SEEDS; do queue+=("$name $seed $rest"); done; done <<<"$variants" ;;
+  seed) for seed in $SEEDS; do while read -r name rest; do queue+=("$name $seed $rest"); done <<<"$variants"; done ;;
+  *) echo "ORDER must be 'variant' or 'seed', not '$ORDER'" >&2; exit 2 ;;
+esac
 
-while [ -n "$(jobs -rp)" ] && [ "$(elapsed)" -lt $(( BUDGET + 60 )) ]; do sleep 3; done
+for entry in "${queue[@]}"; do
+  read -r name seed rest <<<"$entry"
+  read -r -a overrides <<<"$rest"
+  while [ "$(jobs -rp | wc -l)" -ge "$PARALLEL" ]; do sleep 2; done
+  if [ "$(elapsed)" -ge "$BUDGET" ]; then echo "budget reached at $(elapsed) s: not starting ${name}_s$seed"; continue; fi
+  run=${name}_s$seed
+  echo "start $run at $(elapsed) s: ${overrides[*]}"
+  ( s=$(date +%s)
+    "$PY" -m soundformer cv --preset logmel-transformer --data "$DATA" --protocol standard --device "$DEV" \
+      --quiet --seed "$seed" --jobs 5 --set train.threads=1 "${overrides[@]}" "${EXTRA[@]}" \
+      --out "$OUT/$run" >"$L/$run.log" 2>&1
+    echo "$run rc=$? wall=$(( $(date +%s) - s )) s" | tee -a "$L/walltimes.txt" ) &
+done
+
+while [ -n "$(jobs -rp)" ] && [ "$(elapsed)" -lt "$KILL_AT" ]; do sleep 3; done
 if [ -n "$(jobs -rp)" ]; then
   echo "stopping $(jobs -rp | wc -l) runs at $(elapsed) s"
   for pid in $(jobs -rp); do kill_tree "$pid"; done; sleep 3

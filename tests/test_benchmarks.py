@@ -216,6 +216,31 @@ def test_gpu_sweep_runs_each_variant_and_seed_in_smoke_mode(tiny_esc10, tmp_path
     assert "label_smoothing: 0.1" in saved and "seed: 1" in saved
 
 
+def test_gpu_sweep_order_seed_interleaves_the_variants(tmp_path):
+    # a stand-in python that records each `soundformer cv` call, so only the script's order is tested
+    fake = tmp_path / "fakepy"
+    fake.write_text(f'#!/bin/bash\n[ "$2" = soundformer ] && echo "$@" >> {tmp_path}/calls.txt\nexit 0\n')
+    fake.chmod(0o755)
+    variants = tmp_path / "variants.txt"
+    variants.write_text("base\nme025  --set augment.crop_min_energy=0.25\n")
+    env = {**os.environ, "PYTHON": str(fake), "SEEDS": "0 1", "SOUNDFORMER_CACHE": str(tmp_path / "cache")}
+    script = ["bash", str(ROOT / "benchmarks" / "gpu_sweep.sh"), "DATA", str(tmp_path / "s"), str(variants), "600", "1"]
+    out = subprocess.run(script, capture_output=True, text=True, env={**env, "ORDER": "seed"})
+    assert out.returncode == 0, out.stderr
+    starts = [line.split()[1] for line in out.stdout.splitlines() if line.startswith("start ")]
+    assert starts == ["base_s0", "me025_s0", "base_s1", "me025_s1"]
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert [c.split("--seed ")[1].split()[0] for c in calls] == ["0", "0", "1", "1"]
+    assert "augment.crop_min_energy=0.25" in calls[1] and "crop_min_energy" not in calls[0]
+    (tmp_path / "calls.txt").unlink()
+    default = subprocess.run(script[:-4] + [str(tmp_path / "v"), str(variants), "600", "1"], capture_output=True,
+                             text=True, env=env)
+    assert [line.split()[1] for line in default.stdout.splitlines() if line.startswith("start ")] == [
+        "base_s0", "base_s1", "me025_s0", "me025_s1"]
+    bad = subprocess.run(script, capture_output=True, text=True, env={**env, "ORDER": "random"})
+    assert bad.returncode == 2 and "ORDER must be" in bad.stderr
+
+
 @pytest.mark.slow
 def test_gpu_seed_heads_runs_the_three_head_counts_in_smoke_mode(tiny_esc10, tmp_path):
     run_smoke("gpu_seed_heads.sh", tmp_path, str(tiny_esc10), str(tmp_path / "h"), "2.5")
