@@ -18,6 +18,7 @@
 # logs in OUT/logs/.
 # Set SMOKE=1 to check the script itself on a CPU (1 epoch, one block; minutes on tiny data).
 set -u
+[ $# -ge 3 ] || { echo "usage: bash benchmarks/gpu_sweep.sh DATA OUT VARIANTS [BUDGET_S] [PARALLEL]" >&2; exit 2; }
 DATA=$1
 OUT=$2
 VARIANTS=$3
@@ -26,6 +27,18 @@ PARALLEL=${5:-3}
 SEEDS=${SEEDS:-0 1 2}
 ORDER=${ORDER:-variant}
 KILL_AT=${KILL_AT:-$(( BUDGET + 60 ))}
+# the queue, one "NAME SEED OVERRIDES..." line per run, in the order asked for; checked before
+# anything else runs
+[ -r "$VARIANTS" ] || { echo "cannot read the variants file '$VARIANTS'" >&2; exit 2; }
+variants=$(grep -v -e '^[[:space:]]*$' -e '^[[:space:]]*#' "$VARIANTS")
+[ -n "$variants" ] || { echo "the variants file '$VARIANTS' names no variant (one per line: NAME [--set ...])" >&2; exit 2; }
+queue=()
+case "$ORDER" in
+  variant) while read -r name rest; do for seed in $SEEDS; do queue+=("$name $seed $rest"); done; done <<<"$variants" ;;
+  seed) for seed in $SEEDS; do while read -r name rest; do queue+=("$name $seed $rest"); done <<<"$variants"; done ;;
+  *) echo "ORDER must be 'variant' or 'seed', not '$ORDER'" >&2; exit 2 ;;
+esac
+
 T0=$(date +%s)
 L=$OUT/logs
 mkdir -p "$L"
@@ -34,15 +47,6 @@ elapsed() { echo $(( $(date +%s) - T0 )); }
 
 # log the machine; decode every clip once, so the parallel runs read the cache
 gpu_env_and_cache "$DATA" "$L"
-
-# the queue, one "NAME SEED OVERRIDES..." line per run, in the order asked for
-variants=$(grep -v -e '^[[:space:]]*$' -e '^[[:space:]]*#' "$VARIANTS")
-queue=()
-case "$ORDER" in
-  variant) while read -r name rest; do for seed in $SEEDS; do queue+=("$name $seed $rest"); done; done <<<"$variants" ;;
-  seed) for seed in $SEEDS; do while read -r name rest; do queue+=("$name $seed $rest"); done <<<"$variants"; done ;;
-  *) echo "ORDER must be 'variant' or 'seed', not '$ORDER'" >&2; exit 2 ;;
-esac
 
 for entry in "${queue[@]}"; do
   read -r name seed rest <<<"$entry"

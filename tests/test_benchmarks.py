@@ -237,8 +237,16 @@ def test_gpu_sweep_order_seed_interleaves_the_variants(tmp_path):
                              text=True, env=env)
     assert [line.split()[1] for line in default.stdout.splitlines() if line.startswith("start ")] == [
         "base_s0", "base_s1", "me025_s0", "me025_s1"]
-    bad = subprocess.run(script, capture_output=True, text=True, env={**env, "ORDER": "random"})
-    assert bad.returncode == 2 and "ORDER must be" in bad.stderr
+    (tmp_path / "calls.txt").unlink()
+    # wrong input fails at once, with one clear line, before the clips are decoded
+    (tmp_path / "empty.txt").write_text("# only a comment\n\n")
+    for args, extra, message in ((script[2:], {"ORDER": "random"}, "ORDER must be"),
+                                 (["DATA", "OUT", str(tmp_path / "empty.txt")], {}, "names no variant"),
+                                 (["DATA", "OUT", str(tmp_path / "missing.txt")], {}, "cannot read"),
+                                 (["DATA", "OUT"], {}, "usage:")):
+        bad = subprocess.run(script[:2] + args, capture_output=True, text=True, env={**env, **extra}, cwd=tmp_path)
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+    assert not (tmp_path / "calls.txt").exists() and not (tmp_path / "OUT").exists()
 
 
 @pytest.mark.slow
