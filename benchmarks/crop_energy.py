@@ -18,19 +18,12 @@ import numpy as np
 
 from soundformer.config import load_config
 from soundformer.data.audio import fit_length, load_many
-from soundformer.data.dataset import crop_energies
+from soundformer.data.dataset import crop_energy_shares
 from soundformer.data.sources import load_manifest
 from soundformer.evaluate import crop_length
 from soundformer.train import window_samples
 
 SHARES = (0.01, 0.1, 0.25, 0.5)
-
-
-def crop_energy_shares(clip: np.ndarray, length: int, hop: int) -> np.ndarray:
-    """Each ``hop``-spaced crop's energy over the loudest crop's (all ones for a silent clip, whose
-    every start ``loud_starts`` keeps)."""
-    _, energy = crop_energies(clip, length, hop)
-    return energy / energy.max() if energy.max() > 0 else np.ones_like(energy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         if audio is None:
             continue
         clip = fit_length(audio, window, cfg.audio.short_policy)
-        shares = crop_energy_shares(clip, length, args.hop)
+        _, shares = crop_energy_shares(clip, length, args.hop)
         per_class[item.class_name].append(shares)
-        kept[item.class_name].append(float(np.mean(shares >= args.min_energy)))  # loud_starts' rule, on the same energies
+        kept[item.class_name].append(float(np.mean(shares >= args.min_energy)))  # loud_starts' rule on these shares
 
     print(f"{manifest.root}: {sum(len(v) for v in per_class.values())} clips; crops of {length} samples "
           f"({length / window:g} of the {window}-sample window), starts every {args.hop} samples\n")

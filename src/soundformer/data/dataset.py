@@ -62,13 +62,18 @@ def crop_energies(clip: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, 
     return starts, power[starts + length] - power[starts]
 
 
-def loud_starts(clip: np.ndarray, length: int, min_energy: float, hop: int) -> np.ndarray:
-    """The starts (see ``crop_energies``) of the crops that hold at least ``min_energy`` times the
-    energy of the clip's loudest crop (every start of a silent clip)."""
+def crop_energy_shares(clip: np.ndarray, length: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The starts (see ``crop_energies``) and each crop's energy as a share of the clip's loudest
+    crop's (all ones for a silent clip)."""
     starts, energy = crop_energies(clip, length, hop)
-    if energy.max() <= 0:
-        return starts
-    return starts[energy >= min_energy * energy.max()]
+    return starts, energy / energy.max() if energy.max() > 0 else np.ones_like(energy)
+
+
+def loud_starts(clip: np.ndarray, length: int, min_energy: float, hop: int) -> np.ndarray:
+    """The starts of the crops that hold at least ``min_energy`` of the energy of the clip's
+    loudest crop (every start of a silent clip)."""
+    starts, shares = crop_energy_shares(clip, length, hop)
+    return starts[shares >= min_energy]
 
 
 def window_starts(length: int, window: int, hop: int) -> list[int]:
