@@ -15,7 +15,9 @@
 # bound by kernel launches, so fifteen processes share it well. No run starts after BUDGET_S
 # (default 480); runs still going at KILL_AT seconds (default BUDGET_S + 60) are stopped.
 # Results: OUT/NAME_sSEED/ (run folders, read them with benchmarks/results_table.py --ablation),
-# logs in OUT/logs/.
+# logs in OUT/logs/. With TTA_CROPS=N each finished run is also scored with N evaluation crops
+# beside each whole window (benchmarks/tta.py --crops N, the same fold models both ways, table in
+# OUT/logs/tta_NAME_sSEED.txt), while its checkpoints are still on the machine.
 # Set SMOKE=1 to check the script itself on a CPU (1 epoch, one block; minutes on tiny data).
 set -u
 [ $# -ge 3 ] || { echo "usage: bash benchmarks/gpu_sweep.sh DATA OUT VARIANTS [BUDGET_S] [PARALLEL]" >&2; exit 2; }
@@ -27,6 +29,8 @@ PARALLEL=${5:-3}
 SEEDS=${SEEDS:-0 1 2}
 ORDER=${ORDER:-variant}
 KILL_AT=${KILL_AT:-$(( BUDGET + 60 ))}
+TTA_CROPS=${TTA_CROPS:-0}
+case "$TTA_CROPS" in ''|*[!0-9]*) echo "TTA_CROPS must be a whole number of crops (0 = off), not '$TTA_CROPS'" >&2; exit 2 ;; esac
 # the queue, one "NAME SEED OVERRIDES..." line per run, in the order asked for; checked before
 # anything else runs
 [ -r "$VARIANTS" ] || { echo "cannot read the variants file '$VARIANTS'" >&2; exit 2; }
@@ -59,7 +63,12 @@ for entry in "${queue[@]}"; do
     "$PY" -m soundformer cv --preset logmel-transformer --data "$DATA" --protocol standard --device "$DEV" \
       --quiet --seed "$seed" --jobs 5 --set train.threads=1 "${overrides[@]}" "${EXTRA[@]}" \
       --out "$OUT/$run" >"$L/$run.log" 2>&1
-    echo "$run rc=$? wall=$(( $(date +%s) - s )) s" | tee -a "$L/walltimes.txt" ) &
+    rc=$?
+    echo "$run rc=$rc wall=$(( $(date +%s) - s )) s" | tee -a "$L/walltimes.txt"
+    if [ "$rc" = 0 ] && [ "$TTA_CROPS" -gt 0 ]; then
+      "$PY" "$(dirname "$0")/tta.py" "$OUT/$run" --hops 1.0 --rolls "" --crops "$TTA_CROPS" --threads 2 \
+        >"$L/tta_$run.txt" 2>&1
+    fi ) &
 done
 
 while [ -n "$(jobs -rp)" ] && [ "$(elapsed)" -lt "$KILL_AT" ]; do sleep 3; done

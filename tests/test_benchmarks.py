@@ -216,10 +216,11 @@ def test_gpu_sweep_runs_each_variant_and_seed_in_smoke_mode(tiny_esc10, tmp_path
     assert "label_smoothing: 0.1" in saved and "seed: 1" in saved
 
 
-def test_gpu_sweep_order_seed_interleaves_the_variants(tmp_path):
+def test_gpu_sweep_order_tta_crops_and_input_checks(tmp_path):
     # a stand-in python that records each `soundformer cv` call, so only the script's order is tested
     fake = tmp_path / "fakepy"
-    fake.write_text(f'#!/bin/bash\n[ "$2" = soundformer ] && echo "$@" >> {tmp_path}/calls.txt\nexit 0\n')
+    fake.write_text(f'#!/bin/bash\n[ "$2" = soundformer ] && echo "$@" >> {tmp_path}/calls.txt\n'
+                    f'[[ "$1" = *tta.py ]] && echo "$@" >> {tmp_path}/tta.txt\nexit 0\n')
     fake.chmod(0o755)
     variants = tmp_path / "variants.txt"
     variants.write_text("base\nme025  --set augment.crop_min_energy=0.25\n")
@@ -232,6 +233,16 @@ def test_gpu_sweep_order_seed_interleaves_the_variants(tmp_path):
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     assert [c.split("--seed ")[1].split()[0] for c in calls] == ["0", "0", "1", "1"]
     assert "augment.crop_min_energy=0.25" in calls[1] and "crop_min_energy" not in calls[0]
+    assert not (tmp_path / "tta.txt").exists()  # TTA_CROPS off by default
+    (tmp_path / "calls.txt").unlink()
+    # TTA_CROPS=5: each finished run is scored both ways by tta.py while its checkpoints exist
+    tta = subprocess.run(script[:-4] + [str(tmp_path / "t"), str(variants), "600", "1"], capture_output=True,
+                         text=True, env={**env, "ORDER": "seed", "TTA_CROPS": "5"})
+    assert tta.returncode == 0, tta.stderr
+    scored = (tmp_path / "tta.txt").read_text().splitlines()
+    assert [line.split()[1] for line in scored] == [str(tmp_path / "t" / r) for r in
+                                                    ("base_s0", "me025_s0", "base_s1", "me025_s1")]
+    assert all("--crops 5" in line for line in scored)
     (tmp_path / "calls.txt").unlink()
     default = subprocess.run(script[:-4] + [str(tmp_path / "v"), str(variants), "600", "1"], capture_output=True,
                              text=True, env=env)
@@ -241,6 +252,7 @@ def test_gpu_sweep_order_seed_interleaves_the_variants(tmp_path):
     # wrong input fails at once, with one clear line, before the clips are decoded
     (tmp_path / "empty.txt").write_text("# only a comment\n\n")
     for args, extra, message in ((script[2:], {"ORDER": "random"}, "ORDER must be"),
+                                 (script[2:], {"TTA_CROPS": "five"}, "TTA_CROPS must be"),
                                  (["DATA", "OUT", str(tmp_path / "empty.txt")], {}, "names no variant"),
                                  (["DATA", "OUT", str(tmp_path / "missing.txt")], {}, "cannot read"),
                                  (["DATA", "OUT"], {}, "usage:")):
