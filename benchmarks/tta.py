@@ -6,9 +6,11 @@ counterpart of the ``augment.time_shift`` training augmentation), and with the f
 averaged 50/50 with the mean of N shorter crops of it at evenly spaced offsets (crops of the
 model's ``augment.crop_fraction`` of the window; the test-time counterpart of crop training), and
 every window (at the model's own hop) treated that way, which is what ``train.eval_crops=N`` does
-in cv and predict.
+in cv and predict. ``--position-scales 0.6,0`` adds a probe of token order: whole windows with
+token i of each transformer encoded at sinusoidal position i * S (0.6 squeezes a 5-s window's
+tokens into the positions 3-s training crops saw; 0 removes order altogether).
 
-    python benchmarks/tta.py runs/lt_std_s0 [--hops 1.0,0.5,0.25] [--rolls 4,8] [--crops 5]
+    python benchmarks/tta.py runs/lt_std_s0 [--hops 1.0,0.5,0.25] [--rolls 4,8] [--crops 5] [--position-scales 0.6,0]
 """
 
 from __future__ import annotations
@@ -23,6 +25,16 @@ import torch
 from soundformer import load_model
 from soundformer.data import audio
 from soundformer.evaluate import accuracy, predict_clips
+from soundformer.models.transformer import CLSEncoder
+
+
+def set_position_scale(model: torch.nn.Module, scale: float) -> None:
+    """Encode token i of every transformer encoder in ``model`` at position i * scale."""
+    encoders = [m for m in model.modules() if isinstance(m, CLSEncoder)]
+    if not encoders or any(e.positions != "sinusoidal" for e in encoders):
+        raise SystemExit("--position-scales needs transformer models with sinusoidal positions")
+    for e in encoders:
+        e.position_scale = scale
 
 
 def main() -> None:
@@ -31,6 +43,8 @@ def main() -> None:
     ap.add_argument("--hops", default="1.0,0.5,0.25")
     ap.add_argument("--rolls", default="4", help="numbers of circular shifts to average (empty: none)")
     ap.add_argument("--crops", default="", help="numbers of crops to average with the whole window (empty: none)")
+    ap.add_argument("--position-scales", default="",
+                    help="whole windows with token i at position i*S, for each S (empty: none)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -46,6 +60,9 @@ def main() -> None:
     for n in crops:
         table[f"first window 50/50 with the mean of {n} crops"] = []
         table[f"every window 50/50 with the mean of {n} crops (train.eval_crops={n})"] = []
+    scales = [float(x) for x in args.position_scales.split(",") if x]
+    for sc in scales:
+        table[f"whole windows, token positions x{sc:g}"] = []
     tests = []  # (test paths, labels) per job
     for job in jobs:
         clf = load_model(folder / job / "checkpoints" / "model.pt")
@@ -70,6 +87,11 @@ def main() -> None:
             table[f"every window 50/50 with the mean of {n} crops (train.eval_crops={n})"].append(predict_clips(
                 clf.model, clips, window=clf.window, hop=clf.hop, short_policy=clf.cfg.audio.short_policy,
                 crops=n, crop_length=clf.crop_samples))
+        for sc in scales:
+            set_position_scale(clf.model, sc)
+            table[f"whole windows, token positions x{sc:g}"].append(predict_clips(
+                clf.model, clips, window=clf.window, hop=clf.window, short_policy=clf.cfg.audio.short_policy))
+            set_position_scale(clf.model, 1.0)
         tests.append((list(preds["test_paths"]), labels))
     # report protocol: every fold model tested on the same held-out fold -> also their averaged predictions
     shared = all(paths == tests[0][0] for paths, _ in tests)

@@ -419,7 +419,7 @@ def test_tta_crop_row_matches_the_trained_eval_crops_and_adds_the_report_ensembl
     summary = run_cv(cfg, load_manifest(tiny_esc10), tmp_path / "cv", protocol="report", progress=False,
                      log=lambda _: None)
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "tta.py"), str(tmp_path / "cv"), "--hops", "1.0",
-                          "--rolls", "", "--crops", "2"],
+                          "--rolls", "", "--crops", "2", "--position-scales", "1,0"],
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
     assert out.returncode == 0, out.stderr
     header, _, *rows = out.stdout.strip().splitlines()
@@ -432,6 +432,8 @@ def test_tta_crop_row_matches_the_trained_eval_crops_and_adds_the_report_ensembl
         assert table[row][:4] == pytest.approx([round(100 * a, 1) for a in trained], abs=0.051)
         assert 0 <= table[row][5] <= 100
     assert len(table["hop 1"]) == 6
+    assert table["whole windows, token positions x1"] == table["hop 1"]  # the probe at 1 is the plain evaluation
+    assert all(0 <= a <= 100 for a in table["whole windows, token positions x0"])
 
 
 def test_crop_energy_counts_the_crops_that_miss_a_padded_event(tmp_path):

@@ -191,6 +191,22 @@ def test_readout_mean_averages_every_output_token(name):
         load_config(name, base + ["model.readout=max"])
 
 
+def test_position_scale_zero_makes_the_encoder_blind_to_token_order():
+    """The tta probe's knob: with every token at position 0 the encoder is a function of the set
+    of tokens (CLS output unchanged when they are shuffled); with positions it is not."""
+    from soundformer.models.transformer import CLSEncoder
+
+    torch.manual_seed(0)
+    enc = CLSEncoder(dim=16, depth=2, heads=2, mlp_dim=32).eval()
+    tokens = torch.randn(2, 7, 16)  # (B, T, D)
+    shuffled = tokens[:, torch.randperm(7)]
+    with torch.no_grad():
+        ordered = (enc(tokens)[0] - enc(shuffled)[0]).abs().max()
+        enc.position_scale = 0.0
+        blind = (enc(tokens)[0] - enc(shuffled)[0]).abs().max()
+    assert ordered > 1e-3 and blind < 1e-5
+
+
 def test_ensemble_config_is_checked_and_builds_one_model_per_frontend():
     cfg = load_config("logmel-transformer", ["model.ensemble=[log,pcen]", "model.depth=1"])
     model = build_model(cfg, 10)

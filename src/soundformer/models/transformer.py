@@ -68,9 +68,10 @@ class Block(nn.Module):
         return x, w
 
 
-def sinusoidal_positions(length: int, dim: int, device=None) -> torch.Tensor:
-    """The original transformer's fixed encoding: (length, dim), sin on even, cos on odd dims."""
-    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None]  # (T, 1)
+def sinusoidal_positions(length: int, dim: int, device=None, scale: float = 1.0) -> torch.Tensor:
+    """The original transformer's fixed encoding: (length, dim), sin on even, cos on odd dims;
+    row i encodes position i * scale."""
+    pos = torch.arange(length, device=device, dtype=torch.float32)[:, None] * scale  # (T, 1)
     freq = torch.exp(torch.arange(0, dim, 2, device=device, dtype=torch.float32) * (-math.log(10000.0) / dim))
     table = torch.zeros(length, dim, device=device)
     table[:, 0::2] = torch.sin(pos * freq)
@@ -97,6 +98,10 @@ class CLSEncoder(nn.Module):
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         self.positions = positions
+        # a probe, not a setting: token i is encoded at position i * position_scale (sinusoidal
+        # positions only; 0 = no order at all). benchmarks/tta.py --position-scales sets it on
+        # trained models to measure how much they use token order.
+        self.position_scale = 1.0
         if positions == "learned":
             self.pos_table = nn.Parameter(torch.zeros(1, max_tokens + 1, dim))
             nn.init.trunc_normal_(self.pos_table, std=0.02)
@@ -117,7 +122,7 @@ class CLSEncoder(nn.Module):
                 raise ValueError(f"{T} tokens exceed model.max_tokens={self.pos_table.shape[1] - 1}")
             x = x + self.pos_table[:, : T + 1]
         else:
-            x = x + sinusoidal_positions(T + 1, D, x.device).to(x.dtype)
+            x = x + sinusoidal_positions(T + 1, D, x.device, self.position_scale).to(x.dtype)
         x = self.drop(x)
         maps = []
         for block in self.blocks:
