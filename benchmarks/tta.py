@@ -66,6 +66,8 @@ def main() -> None:
     tests = []  # (test paths, labels) per job
     for job in jobs:
         clf = load_model(folder / job / "checkpoints" / "model.pt")
+        if scales:  # a model without sinusoidal positions stops here, before any clip is scored
+            set_position_scale(clf.model, 1.0)
         preds = np.load(folder / job / "predictions.npz")
         clips = [audio.load(p, clf.sample_rate) for p in preds["test_paths"]]
         labels = preds["test_labels"]
