@@ -395,6 +395,79 @@ def test_member_mixup_domains_mix_each_member_where_it_is_told():
     torch.testing.assert_close(loss, soft_cross_entropy(expected[0], wav_soft) + soft_cross_entropy(expected[1], feat_soft))
 
 
+def test_time_cutmix_takes_a_span_of_frames_from_a_partner_and_labels_it_by_its_share():
+    from soundformer.features import time_cutmix
+
+    B, M, T = 64, 3, 50
+    x = torch.arange(B, dtype=torch.float32)[:, None, None].expand(B, M, T).clone()  # every frame of example b holds b
+    y = torch.eye(B)  # example b's own one-hot label
+    torch.manual_seed(0)
+    out, soft = time_cutmix(x, y)
+    assert out.shape == x.shape and torch.allclose(soft.sum(1), torch.ones(B))
+    shares = []
+    for b in range(B):
+        taken = out[b, 0] != b  # (T,) frames that came from the partner
+        assert torch.equal(out[b], out[b, :1].expand(M, T))  # a span of whole frames: every mel bin alike
+        if taken.any():
+            first, last = taken.nonzero()[[0, -1], 0].tolist()
+            assert taken[first:last + 1].all()  # one contiguous span
+            partner = int(out[b, 0, first])
+            assert torch.all(out[b, 0, taken] == partner)
+            assert torch.isclose(soft[b, partner], taken.float().mean())  # labelled by its share of the frames
+            assert torch.isclose(soft[b, b], 1 - taken.float().mean())
+        shares.append(1 - soft[b, b].item())
+    assert min(shares) < 0.2 and max(shares) > 0.8  # spans of every length, 0-100 % of the frames
+    four_d, _ = time_cutmix(torch.randn(4, 2, M, T), torch.eye(4))  # (B, C, M, T): two-channel front-ends
+    assert four_d.shape == (4, 2, M, T)
+
+
+def test_cutmix_prob_switches_a_members_batch_from_mixup_to_time_cutmix():
+    from soundformer.features import time_cutmix
+    from soundformer.train import soft_cross_entropy
+
+    model, wav, target, (loss, logits, soft) = mixed_pair_step("augment.cutmix_prob=1", seed=3)
+    torch.manual_seed(3)  # the same draws, member by member: the switch, then the cut
+    expected_loss, firsts = 0.0, []
+    for member in model.members():
+        assert torch.rand(()) < 1
+        feats, member_soft = time_cutmix(member.frontend(wav), target)
+        member_logits = member.head(member.embed_features(feats)[0])
+        expected_loss = expected_loss + soft_cross_entropy(member_logits, member_soft)
+        firsts.append((member_logits, member_soft))
+    torch.testing.assert_close(logits, firsts[0][0])
+    torch.testing.assert_close(soft, firsts[0][1])
+    torch.testing.assert_close(loss, expected_loss)
+    assert not torch.equal(firsts[0][1], firsts[1][1])  # each member cuts its own spans
+    # cutmix_prob=0 (the default) leaves mixup exactly as it was: no extra random draw
+    from soundformer.train import TrainStep
+
+    base = ["model.ensemble=[log,pcen]", "model.depth=1", "augment.mixup_alpha=0.4", "augment.freq_masks=0",
+            "augment.time_masks=0", "augment.gain_db=0", "model.dropout=0", "model.drop_path=0"]
+    torch.manual_seed(4)
+    loss0, _, soft0 = TrainStep(model, load_config("logmel-transformer", base))(wav, target)
+    torch.manual_seed(4)
+    lam, perm = draw_mix(6, alpha=0.4)
+    torch.testing.assert_close(soft0, apply_mix(wav[:, :10], target, lam, perm)[1])  # the first draw is mixup's
+    torch.manual_seed(4)
+    loss_half, _, _ = TrainStep(model, load_config("logmel-transformer", base + ["augment.cutmix_prob=0.5"]))(wav, target)
+    assert not torch.equal(loss0, loss_half)  # the switch draws: the same seed gives other batches
+
+
+def test_cutmix_prob_needs_a_share_a_log_mel_model_and_the_features_domain():
+    for bad, message in ((["augment.cutmix_prob=1.5"], r"in \[0, 1\]"),
+                         (["augment.cutmix_prob=-0.1"], r"in \[0, 1\]"),
+                         (["augment.cutmix_prob=0.5", "augment.mixup_domain=waveform"], "features domain"),
+                         (["augment.cutmix_prob=0.5", "train.mutual_learning=1"], "features domain"),
+                         (["augment.cutmix_prob=0.5", "augment.member_mixup_domains=[waveform,features]"],
+                          "features domain")):
+        with pytest.raises(SoundformerError, match=message):
+            load_config("logmel-transformer", bad)
+    with pytest.raises(SoundformerError, match="only the log-mel models"):
+        load_config("seed-cnn", ["augment.cutmix_prob=0.5"])
+    assert load_config("logmel-transformer", ["augment.cutmix_prob=0.5"]).augment.cutmix_prob == 0.5
+    assert load_config("logmel-transformer").augment.cutmix_prob == 0  # off by default
+
+
 def test_member_mixup_domains_need_one_domain_per_member():
     for bad, message in ((["augment.member_mixup_domains=[waveform]"], "one of features, waveform per member"),
                          (["augment.member_mixup_domains=[waves,features]"], "per member"),

@@ -100,6 +100,7 @@ class AugmentConfig:
     eq_points: int = 4  # knots of that curve, evenly spaced over the mel bins
     mixup_alpha: float = 0.0  # 0 = off
     mixup_domain: str = "features"  # features (after SpecAugment, per model) | waveform (sounds superposed, loudness-aware)
+    cutmix_prob: float = 0.0  # log-mel models: share of training batches (drawn per member) mixed by time CutMix instead of mixup: a random span of frames (0-100 % of them) replaced by a partner's same frames, targets weighted by the span's share; 0 = off
     member_mixup_domains: list[str] = field(default_factory=list)  # ensembles: one mixup_domain per member of model.ensemble, in its order (e.g. [waveform, features]); [] = every member uses mixup_domain
     freq_masks: int = 0  # SpecAugment (log-mel models only)
     freq_mask_width: int = 8  # widest frequency mask, in mel bins
@@ -512,6 +513,16 @@ def validate(cfg: Config) -> None:
     if g.eq_points < 2:
         raise SoundformerError(f"augment.eq_points must be >= 2 (a curve needs two ends), got {g.eq_points}")
     positive("augment.mixup_alpha", g.mixup_alpha, allow_zero=True)
+    if not 0 <= g.cutmix_prob <= 1:
+        raise SoundformerError(f"augment.cutmix_prob is the share of batches mixed by time CutMix, in [0, 1] "
+                               f"(0 = off), got {g.cutmix_prob:g}")
+    if g.cutmix_prob and not m.name.startswith("logmel"):
+        raise SoundformerError(f"augment.cutmix_prob cuts spans of spectrogram frames, which only the log-mel models "
+                               f"have; model.name={m.name}: set augment.cutmix_prob=0")
+    if g.cutmix_prob and (g.mixup_domain != "features" or g.member_mixup_domains or t.mutual_learning):
+        raise SoundformerError("augment.cutmix_prob mixes each member's own features, in place of mixup in the "
+                               "features domain: set augment.mixup_domain=features, member_mixup_domains=[] and "
+                               "train.mutual_learning=0, or augment.cutmix_prob=0")
     for key in ("freq_masks", "freq_mask_width", "time_masks", "time_mask_width"):
         positive(f"augment.{key}", getattr(g, key), allow_zero=True)
     positive("train.epochs", t.epochs)

@@ -6,8 +6,8 @@
   two input channels.
 - ``ModulationSpectrum``: waveform -> how fast each of a few mel bands' loudness beats (the power
   spectrum of each band's log envelope, pooled into log-spaced bins) and each band's level.
-- ``spec_augment``, ``mixup`` (``draw_mix`` + ``apply_mix``), ``mix_waveforms``, ``random_gain``, ``time_shift``,
-  ``speed_perturb``: vectorised batch augmentations.
+- ``spec_augment``, ``mixup`` (``draw_mix`` + ``apply_mix``), ``time_cutmix``, ``mix_waveforms``, ``random_gain``,
+  ``time_shift``, ``speed_perturb``: vectorised batch augmentations.
 """
 
 from __future__ import annotations
@@ -222,6 +222,22 @@ def apply_mix(x: torch.Tensor, y: torch.Tensor, lam: torch.Tensor, perm: torch.T
     x = lam.view(shape) * x + (1 - lam.view(shape)) * x[perm]
     y = lam[:, None] * y + (1 - lam[:, None]) * y[perm]
     return x, y
+
+
+def time_cutmix(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """CutMix along time (Yun et al., 2019, in the frames of a spectrogram): each example's frames
+    in a random span take a random partner's frames at the same positions, and its (B, C) soft
+    target takes the partner's in proportion to the span's share of the frames. The span's share
+    is uniform in [0, 1] (CutMix's Beta(1, 1)), its start uniform where it fits. x: (B, ..., T)."""
+    B, T = x.shape[0], x.shape[-1]
+    length = torch.randint(0, T + 1, (B,))  # (B,) frames taken from the partner
+    start = (torch.rand(B) * (T - length + 1)).floor().long()  # (B,) in [0, T - length]
+    frames = torch.arange(T)[None, :]  # (1, T)
+    span = (frames >= start[:, None]) & (frames < (start + length)[:, None])  # (B, T)
+    perm = torch.randperm(B).to(x.device)
+    x = torch.where(span.view((B,) + (1,) * (x.dim() - 2) + (T,)).to(x.device), x[perm], x)
+    share = (length.float() / T).to(y.device)[:, None]  # (B, 1)
+    return x, (1 - share) * y + share * y[perm]
 
 
 def mix_waveforms(wav: torch.Tensor, y: torch.Tensor, *, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -43,6 +43,7 @@ from .features import (
     random_gain,
     spec_augment,
     speed_perturb,
+    time_cutmix,
     time_shift,
 )
 from .models import AudioClassifier, StandardisedFrontEnd, build_model, count_parameters
@@ -243,7 +244,8 @@ class TrainStep(torch.nn.Module):
     from the other members' mean prediction (held fixed) to its own; the loss returned (and
     logged as ``train_loss``) includes that term. ``augment.member_mixup_domains`` gives each
     member its own mixup domain: a ``waveform`` member hears its own mixture of the batch's
-    sounds, a ``features`` member mixes its own features.
+    sounds, a ``features`` member mixes its own features. With ``augment.cutmix_prob`` = P each
+    member's batch is, with probability P (drawn per member), mixed by ``time_cutmix`` instead.
     """
 
     def __init__(self, model: AudioClassifier, cfg: Config):
@@ -296,7 +298,9 @@ class TrainStep(torch.nn.Module):
         if model.uses_logmel and (a.freq_masks or a.time_masks):
             feats = spec_augment(feats, freq_masks=a.freq_masks, freq_width=a.freq_mask_width,
                                  time_masks=a.time_masks, time_width=a.time_mask_width)
-        if a.mixup_alpha and domain == "features":  # the shared draw, or the member's own
+        if a.cutmix_prob and model.uses_logmel and torch.rand(()) < a.cutmix_prob:  # in place of mixup
+            feats, target = time_cutmix(feats, target)
+        elif a.mixup_alpha and domain == "features":  # the shared draw, or the member's own
             mix = shared_mix or draw_mix(feats.shape[0], alpha=a.mixup_alpha, device=feats.device)
             feats, target = apply_mix(feats, target, *mix)
         return model.head(model.embed_features(feats)[0]), target  # (B, C), (B, C)
