@@ -176,6 +176,12 @@ class ModulationSpectrum(nn.Module):
         return torch.cat([torch.log(power + 1e-8).flatten(1), level[..., 0], spread], dim=1)  # (B, F)
 
 
+def spans(start: torch.Tensor, length: torch.Tensor, size: int) -> torch.Tensor:
+    """(...) starts and lengths -> (..., size) masks, True on positions [start, start + length)."""
+    pos = torch.arange(size)
+    return (pos >= start[..., None]) & (pos < (start + length)[..., None])
+
+
 def spec_augment(
     spec: torch.Tensor, *, freq_masks: int, freq_width: int, time_masks: int, time_width: int
 ) -> torch.Tensor:
@@ -188,9 +194,7 @@ def spec_augment(
             continue
         w = torch.randint(0, width + 1, (B, n_masks))
         start = (torch.rand(B, n_masks) * (size - w).clamp(min=0)).long()
-        pos = torch.arange(size)
-        band = (pos >= start[..., None]) & (pos < (start + w)[..., None])  # (B, n, size)
-        band = band.any(1).to(spec.device)  # (B, size)
+        band = spans(start, w, size).any(1).to(spec.device)  # (B, size)
         keep &= ~(band[:, :, None] if dim == 1 else band[:, None, :])
     return spec * (keep if spec.dim() == 3 else keep[:, None])
 
@@ -232,8 +236,7 @@ def time_cutmix(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     B, T = x.shape[0], x.shape[-1]
     length = torch.randint(0, T + 1, (B,))  # (B,) frames taken from the partner
     start = (torch.rand(B) * (T - length + 1)).floor().long()  # (B,) in [0, T - length]
-    frames = torch.arange(T)[None, :]  # (1, T)
-    span = (frames >= start[:, None]) & (frames < (start + length)[:, None])  # (B, T)
+    span = spans(start, length, T)  # (B, T)
     perm = torch.randperm(B).to(x.device)
     x = torch.where(span.view((B,) + (1,) * (x.dim() - 2) + (T,)).to(x.device), x[perm], x)
     share = (length.float() / T).to(y.device)[:, None]  # (B, 1)
