@@ -423,7 +423,7 @@ def test_time_cutmix_takes_a_span_of_frames_from_a_partner_and_labels_it_by_its_
 
 def test_cutmix_prob_switches_a_members_batch_from_mixup_to_time_cutmix():
     from soundformer.features import time_cutmix
-    from soundformer.train import soft_cross_entropy
+    from soundformer.train import TrainStep, soft_cross_entropy
 
     model, wav, target, (loss, logits, soft) = mixed_pair_step("augment.cutmix_prob=1", seed=3)
     torch.manual_seed(3)  # the same draws, member by member: the switch, then the cut
@@ -439,8 +439,6 @@ def test_cutmix_prob_switches_a_members_batch_from_mixup_to_time_cutmix():
     torch.testing.assert_close(loss, expected_loss)
     assert not torch.equal(firsts[0][1], firsts[1][1])  # each member cuts its own spans
     # cutmix_prob=0 (the default) leaves mixup exactly as it was: no extra random draw
-    from soundformer.train import TrainStep
-
     base = ["model.ensemble=[log,pcen]", "model.depth=1", "augment.mixup_alpha=0.4", "augment.freq_masks=0",
             "augment.time_masks=0", "augment.gain_db=0", "model.dropout=0", "model.drop_path=0"]
     torch.manual_seed(4)
