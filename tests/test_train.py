@@ -18,7 +18,7 @@ from soundformer.config import load_config
 from soundformer.cv import make_split, plan_jobs, run_cv
 from soundformer.data.sources import load_manifest
 from soundformer.errors import SoundformerError
-from soundformer.train import lr_factor, run_job
+from soundformer.train import lr_factor, make_optimizer, run_job
 
 from .conftest import write_esc10
 
@@ -192,6 +192,26 @@ def test_schedules(schedule):
     assert max(f) == pytest.approx(1.0, abs=0.02) and min(f) >= 0
     if schedule != "constant":
         assert f[0] < 0.2 and f[-1] < 0.05 and np.argmax(f) in range(15, 25)
+
+
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+def test_adamw_decays_weights_but_not_biases_norms_cls_or_positions(positions):
+    from soundformer.models import build_model
+
+    cfg = tiny_cfg(f"model.positions={positions}", "train.weight_decay=0.3")
+    model = build_model(cfg, 10)
+    decay_group, no_decay_group = make_optimizer(cfg, model).param_groups
+    assert decay_group["weight_decay"] == 0.3 and no_decay_group["weight_decay"] == 0.0
+    decayed = {id(p) for p in decay_group["params"]}
+    names = {name for name, p in model.named_parameters() if id(p) in decayed}
+    kept = {name for name, p in model.named_parameters() if id(p) not in decayed}
+    # the projection of the stem's map into tokens is a weight matrix like any other
+    assert any(n.endswith("to_tokens.weight") for n in names)
+    assert any(n.endswith("fc1.weight") for n in names) and any(".blocks." in n and n.endswith("weight") for n in names)
+    assert any(n.endswith("cls_token") for n in kept) and all(p.ndim <= 1 or n.endswith(("cls_token", "pos_table"))
+                                                              for n, p in model.named_parameters() if n in kept)
+    assert any(n.endswith("pos_table") for n in kept) == (positions == "learned")
+    assert len(names) + len(kept) == len(list(model.parameters()))
 
 
 def test_tensorboard_tracker_writes_events(tiny_esc10, tmp_path):

@@ -219,14 +219,23 @@ def lr_factor(cfg: Config, step: int, total: int) -> float:
     return end + (1 - end) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+NO_DECAY_NAMES = ("cls_token", "pos_table")
+
+
+def decays(name: str, param: torch.nn.Parameter) -> bool:
+    """AdamW decays weight matrices and convolution kernels, not biases, norms, the CLS token or a
+    learned position table. Matched on the parameter's own name: a substring test ("token" in
+    name) also caught the stem's ``to_tokens`` projection, which then never decayed."""
+    return param.ndim > 1 and name.rsplit(".", 1)[-1] not in NO_DECAY_NAMES
+
+
 def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
     t = cfg.train
     if t.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-    # AdamW: no decay on biases, norms, CLS token and position tables
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or "token" in name or "pos_table" in name else decay).append(p)
+        (no_decay if not decays(name, p) else decay).append(p)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr
     )
