@@ -224,8 +224,8 @@ NO_DECAY_NAMES = ("cls_token", "pos_table")
 
 def decays(name: str, param: torch.nn.Parameter) -> bool:
     """AdamW decays weight matrices and convolution kernels, not biases, norms, the CLS token or a
-    learned position table. Matched on the parameter's own name: a substring test ("token" in
-    name) also caught the stem's ``to_tokens`` projection, which then never decayed."""
+    learned position table. Matched on the parameter's own (last) name, so that a weight such as
+    the ``to_tokens`` projection, whose path merely contains "token", still decays."""
     return param.ndim > 1 and name.rsplit(".", 1)[-1] not in NO_DECAY_NAMES
 
 
@@ -235,7 +235,7 @@ def make_optimizer(cfg: Config, model: torch.nn.Module) -> torch.optim.Optimizer
         return torch.optim.Adam(model.parameters(), lr=t.lr, weight_decay=t.weight_decay)
     decay, no_decay = [], []
     for name, p in model.named_parameters():
-        (no_decay if not decays(name, p) else decay).append(p)
+        (decay if decays(name, p) else no_decay).append(p)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=t.lr
     )
