@@ -457,3 +457,27 @@ def test_crop_energy_counts_the_crops_that_miss_a_padded_event(tmp_path):
     assert rows["burst"] == "| burst | 2 | 75.1 % | 77.1 % | 81.1 % | 87.1 % | 12.9 % |"
     assert rows["steady"] == "| steady | 2 | 0.0 % | 0.0 % | 0.0 % | 0.0 % | 100.0 % |"
     assert rows["all"].startswith("| all | 4 | 37.6 % |")
+
+
+VARIANT_FILES = sorted((ROOT / "benchmarks" / "variants").glob("*.txt"))
+
+
+@pytest.mark.parametrize("path", VARIANT_FILES, ids=[p.name for p in VARIANT_FILES])
+def test_every_variants_file_names_unique_variants_with_valid_settings(path):
+    # these files wait for a lent GPU, whose minutes a typo would waste: each line must give a config
+    names = []
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, *args = line.split()
+        names.append(name)
+        assert len(args) % 2 == 0, f"{path.name}: {line!r}"
+        protocol, overrides = "standard", []
+        for flag, value in zip(args[::2], args[1::2]):
+            assert flag in ("--set", "--protocol"), f"{path.name}: {flag} in {line!r}"
+            if flag == "--set":
+                overrides.append(value)
+            else:
+                protocol = value
+        load_config("logmel-transformer", overrides, protocol=protocol)  # raises on an unknown key or bad value
+    assert names and len(names) == len(set(names)), f"{path.name}: {names}"
