@@ -10,7 +10,7 @@ from torch import nn
 from soundformer.config import load_config, preset_names
 from soundformer.errors import SoundformerError
 from soundformer.evaluate import predict_clips
-from soundformer.features import LogMel, apply_mix, draw_mix
+from soundformer.features import LogMel, apply_mix, draw_mix, time_delta
 from soundformer.models import build_model, count_macs, count_parameters
 from soundformer.models.attention import MultiHeadSelfAttention
 from soundformer.train import window_samples
@@ -128,6 +128,38 @@ def test_pcen_config_is_checked_and_builds_a_pcen_frontend():
         load_config("logmel-transformer", ["model.ensemble=[]", "features.compression=cubic"])
     with pytest.raises(SoundformerError, match="augment.eq_db"):
         load_config("logmel-transformer", ["model.ensemble=[]", "features.compression=pcen", "augment.eq_db=6"])
+
+
+def test_delta_width_adds_each_channels_time_derivative():
+    """features.delta_width: the least-squares slope over that many frames (librosa.feature.delta
+    with mode="nearest"), as one more input channel after each compressed channel."""
+    x = torch.randn(2, 3, 40, dtype=torch.float64)
+    for width in (3, 9):
+        ref = librosa.feature.delta(x.numpy(), width=width, mode="nearest")
+        np.testing.assert_allclose(time_delta(x, width).numpy(), ref, atol=1e-12)
+    ramp = torch.arange(20.0).repeat(2, 1)  # a level that rises one unit a frame
+    assert torch.allclose(time_delta(ramp, 5)[:, 2:-2], torch.ones(2, 16))  # slope 1 away from the edges
+    kw = dict(sample_rate=16000, n_fft=1024, hop_length=320, n_mels=64)
+    wav = torch.randn(2, 16000) * 0.1
+    one = build_model(load_config("logmel-transformer", ["model.ensemble=[]", "features.delta_width=9"]), 10)
+    feats = one.frontend(wav)  # (statistics not fitted: 0 / 1)
+    assert feats.shape == (2, 2, 64, 51) and one.frontend.mean.shape == (2, 64, 1)
+    torch.testing.assert_close(feats[:, 0], LogMel(**kw)(wav))
+    torch.testing.assert_close(feats[:, 1], time_delta(LogMel(**kw)(wav), 9))
+    pair = build_model(load_config("logmel-transformer", ["features.delta_width=9"]), 10)  # the preset's pair
+    pcen = pair.members()[1].frontend(wav)
+    torch.testing.assert_close(pcen[:, 1], time_delta(LogMel(**kw, compression="pcen")(wav), 9))
+    both = build_model(load_config("logmel-transformer", ["model.ensemble=[]", "features.compression=log+pcen",
+                                                          "features.delta_width=3"]), 10)
+    assert both.frontend(wav).shape == (2, 4, 64, 51)  # log, its delta, PCEN, its delta
+    logits = pair(torch.randn(2, 16000 * 5))
+    logits.sum().backward()
+    assert logits.shape == (2, 10) and all(p.grad is not None for p in pair.parameters())
+    for bad in ("features.delta_width=4", "features.delta_width=1", "features.delta_width=-3"):
+        with pytest.raises(SoundformerError, match="features.delta_width"):
+            load_config("logmel-transformer", [bad])
+    with pytest.raises(SoundformerError, match="features.delta_width"):
+        load_config("logmel-transformer", ["model.ensemble=[]", "features.delta_width=9", "augment.eq_db=6"])
 
 
 def test_stem_pools_time_per_block():

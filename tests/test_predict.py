@@ -31,7 +31,9 @@ def trained(tmp_path_factory):
     variants = {"logmel-transformer": ("logmel-transformer", TINY),  # the preset: a log-mel + PCEN ensemble
                 "single": ("logmel-transformer", [*TINY, "model.ensemble=[]"]),
                 "seed-cnn": ("seed-cnn", ["audio.window_seconds=0.25", "train.epochs=1", "train.threads=1"]),
-                "pcen": ("logmel-transformer", [*TINY, "model.ensemble=[]", "features.compression=log+pcen"]),
+                # log-mel and PCEN, each followed by its delta: four input channels
+                "pcen": ("logmel-transformer", [*TINY, "model.ensemble=[]", "features.compression=log+pcen",
+                                                "features.delta_width=5"]),
                 "modulation": ("logmel-transformer", [*TINY, "model.ensemble=[log,modulation]"]),
                 "eval-crops": ("logmel-transformer", [*TINY, "model.ensemble=[]", "train.eval_crops=3"])}
     for name, (preset, extra) in variants.items():

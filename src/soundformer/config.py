@@ -54,6 +54,9 @@ class FeatureConfig:
     # above a clip's bandwidth hold only resampling residue (and a cue to the recording's rate)
     fit_bandwidth: bool = True
     compression: str = "log"  # log|pcen|log+pcen: log of the mel power, per-channel energy normalisation, or both as two channels
+    # 0 = off; an odd frame count >= 3 (librosa.feature.delta's width): each compressed channel is
+    # followed by its time derivative, a least-squares slope over that many frames
+    delta_width: int = 0
     normalize: bool = True  # per-mel-bin mean/std from the training data
     # the modulation model (model.name=modulation_linear, or "modulation" in model.ensemble)
     modulation_bands: int = 16  # mel bands whose loudness envelopes are analysed
@@ -431,6 +434,9 @@ def validate(cfg: Config) -> None:
     for key in ("n_fft", "hop_length", "n_mels"):
         positive(f"features.{key}", getattr(f, key))
     positive("features.f_min", f.f_min, allow_zero=True)
+    if f.delta_width and (f.delta_width < 3 or f.delta_width % 2 == 0):
+        raise SoundformerError(f"features.delta_width must be 0 (off) or an odd number of frames >= 3 "
+                               f"(e.g. 9), got {f.delta_width}")
     positive("features.f_max", f.f_max, allow_zero=True)
     if f.f_max and f.f_max > a.sample_rate / 2:
         raise SoundformerError(
@@ -506,6 +512,9 @@ def validate(cfg: Config) -> None:
     if m.name == "modulation_linear" or MODULATION_MEMBER in m.ensemble:
         _check_modulation(f, a)
     compressions = [c for c in m.ensemble if c != MODULATION_MEMBER] or [f.compression]
+    if g.eq_db and f.delta_width:
+        raise SoundformerError("augment.eq_db adds gains to one log-mel channel; it does not apply with "
+                               "features.delta_width: set one of them to 0")
     if g.eq_db and any(c != "log" for c in compressions):
         raise SoundformerError(f"augment.eq_db adds gains in the log-mel domain; it does not apply to "
                                f"compression {', '.join(c for c in compressions if c != 'log')}: set augment.eq_db=0 "

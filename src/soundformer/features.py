@@ -3,7 +3,7 @@
 - ``LogMel``: waveform -> log-mel spectrogram (``torch.stft`` + a librosa mel filterbank), with
   an alternative DFT-as-convolution path that exports to ONNX; ``compression="pcen"`` puts
   per-channel energy normalisation (``PCEN``) in place of the log, ``"log+pcen"`` gives both as
-  two input channels.
+  two input channels; ``delta_width`` adds each channel's time derivative (``time_delta``).
 - ``ModulationSpectrum``: waveform -> how fast each of a few mel bands' loudness beats (the power
   spectrum of each band's log envelope, pooled into log-spaced bins) and each band's level.
 - ``spec_augment``, ``mixup`` (``draw_mix`` + ``apply_mix``), ``time_cutmix``, ``mix_waveforms``, ``random_gain``,
@@ -64,7 +64,9 @@ class LogMel(nn.Module):
     Matches ``librosa.feature.melspectrogram(center=True, pad_mode="constant", power=2)``
     followed by ``log(mel + eps)``; with ``compression="pcen"``, ``librosa.pcen`` of the mel power
     scaled by ``PCEN_SCALE`` (2**31, librosa's advice for audio in [-1, 1]) instead of the log;
-    with ``"log+pcen"``, both stacked: (B, 2, n_mels, T).
+    with ``"log+pcen"``, both stacked: (B, 2, n_mels, T). With ``delta_width`` (odd, >= 3; 0 = off)
+    each of those channels is followed by its ``time_delta``: (B, 2, n_mels, T) for one
+    compression, (B, 4, n_mels, T) for both.
     """
 
     PCEN_SCALE = 2.0**31
@@ -72,6 +74,7 @@ class LogMel(nn.Module):
     def __init__(
         self, *, sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
         f_min: float = 0.0, f_max: float = 0.0, eps: float = 1e-6, compression: str = "log",
+        delta_width: int = 0,
     ):
         super().__init__()
         self.n_fft, self.hop_length, self.eps = n_fft, hop_length, eps
@@ -79,7 +82,11 @@ class LogMel(nn.Module):
             raise ValueError(f"compression must be one of {CHOICES['features.compression']}, got {compression!r}")
         self.use_log = "log" in compression
         self.pcen = PCEN(sample_rate=sample_rate, hop_length=hop_length) if "pcen" in compression else None
-        self.channels = int(self.use_log) + int(self.pcen is not None)  # 1: (B, M, T); 2: (B, 2, M, T)
+        if delta_width and (delta_width < 3 or delta_width % 2 == 0):
+            raise ValueError(f"delta_width must be 0 (off) or an odd number >= 3, got {delta_width}")
+        self.delta_width = delta_width
+        # 1: (B, M, T); more: (B, C, M, T)
+        self.channels = (int(self.use_log) + int(self.pcen is not None)) * (2 if delta_width else 1)
         fb = librosa.filters.mel(
             sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=f_min, fmax=f_max or sample_rate / 2
         )
@@ -118,7 +125,24 @@ class LogMel(nn.Module):
             out.append(torch.log(mel + self.eps))
         if self.pcen is not None:
             out.append(self.pcen(mel * self.PCEN_SCALE))
-        return out[0] if len(out) == 1 else torch.stack(out, 1)  # (B, M, T) or (B, 2, M, T)
+        if self.delta_width:
+            out = [c for x in out for c in (x, time_delta(x, self.delta_width))]
+        return out[0] if len(out) == 1 else torch.stack(out, 1)  # (B, M, T) or (B, C, M, T)
+
+
+def time_delta(x: torch.Tensor, width: int) -> torch.Tensor:
+    """(..., T) -> (..., T): the least-squares slope over ``width`` frames centred on each frame.
+
+    The classic delta feature (``librosa.feature.delta(x, width=width, mode="nearest")``): the
+    edges repeat the first and last frame. A 3x3 convolution sees 3 frames; a width of 9 shows the
+    stem how loudness moves over 180 ms at a 20-ms hop.
+    """
+    half = width // 2
+    steps = torch.arange(-half, half + 1, dtype=x.dtype, device=x.device)  # (W,)
+    kernel = (steps / steps.square().sum()).view(1, 1, width)  # (1, 1, W)
+    shape = x.shape
+    rows = F.pad(x.reshape(-1, 1, shape[-1]), (half, half), mode="replicate")  # (R, 1, T + W - 1)
+    return F.conv1d(rows, kernel).reshape(shape)  # (..., T)
 
 
 class ModulationSpectrum(nn.Module):
