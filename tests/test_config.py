@@ -58,11 +58,15 @@ def test_overrides_are_typed():
     ("augment.crop_min_energy=1", "augment.crop_min_energy is the least share of the loudest crop's energy a "
      "training crop must hold, in [0, 1) (0 = any crop), got 1"),
     ("train.eval_crops=-1", "train.eval_crops must be >= 0"),
+    ("augment.lowpass_prob=1.5", "augment.lowpass_prob is the share of training examples band-limited, in [0, 1]"),
+    ("augment.lowpass_prob=0.5 augment.lowpass_min_hz=9000", "augment.lowpass_min_hz is the lowest cutoff of the "
+     "random low-pass and must lie in (0, 8000) Hz (the top of the band), got 9000"),
+    ("augment.lowpass_prob=0.5 augment.lowpass_db=0", "augment.lowpass_db must be > 0"),
     ("train.eval_crops=2.5", "'train.eval_crops' must be int"),
 ])
 def test_bad_overrides_name_the_setting(override, message):
     with pytest.raises(SoundformerError, match=re.escape(message)):
-        load_config("logmel-transformer", [override])
+        load_config("logmel-transformer", override.split(" "))
 
 
 def test_training_crops_need_a_model_that_takes_any_length():

@@ -641,6 +641,33 @@ def test_speed_perturb_reads_each_clip_at_its_own_bounded_speed():
     assert torch.equal(speed_perturb(wav, max_change=0.0), wav)
 
 
+def test_random_lowpass_cuts_the_top_of_the_band_of_a_chosen_share():
+    from soundformer.features import random_lowpass
+
+    t = torch.arange(16000) / 16000
+    low = torch.sin(2 * math.pi * 500 * t)  # below any cutoff
+    high = torch.sin(2 * math.pi * 4000 * t)  # two octaves above a 1-kHz cutoff
+    wav = (low + high).repeat(200, 1)  # (200, N)
+
+    def level_db(x, hz):  # each row's level at one frequency, relative to the input's
+        bins = torch.fft.rfft(x).abs()[:, hz]  # 1-Hz bins: a 1-s window
+        return 20 * torch.log10(bins / torch.fft.rfft(wav[:1]).abs()[0, hz])
+
+    torch.manual_seed(0)
+    out = random_lowpass(wav, prob=0.5, sample_rate=16000, min_hz=1000.0, max_hz=1000.0, atten_db=40.0)
+    cut = level_db(out, 4000) < -39  # the band-limited rows: 4 kHz attenuated by the full 40 dB
+    assert 70 < cut.sum() < 130  # about half the rows
+    assert torch.allclose(out[~cut], wav[~cut])  # the others untouched
+    assert level_db(out[cut], 500).abs().max() < 0.01  # the band below the cutoff passes as it was
+    # a cutoff drawn between 1 and 8 kHz: 4 kHz is cut, partly cut or kept, clip by clip
+    torch.manual_seed(0)
+    spread = level_db(random_lowpass(wav, prob=1.0, sample_rate=16000, min_hz=1000.0, max_hz=8000.0,
+                                     atten_db=40.0), 4000)
+    assert spread.min() < -39 and spread.max() > -0.01 and ((spread < -1) & (spread > -39)).any()
+    assert torch.equal(random_lowpass(wav, prob=0.0, sample_rate=16000, min_hz=1000.0, max_hz=8000.0,
+                                      atten_db=40.0), wav)
+
+
 def test_mix_waveforms_gives_each_sound_its_label_share_of_the_mixture():
     from soundformer.features import mix_waveforms
 

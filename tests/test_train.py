@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+import yaml
 
 from soundformer import checkpoint
 from soundformer.cli import main
@@ -395,6 +396,27 @@ def test_crop_min_energy_reaches_the_training_crops(tiny_esc10, tmp_path, monkey
         held = power[torch.as_tensor(starts) + train_set.length] - power[torch.as_tensor(starts)]
         assert bool((held >= 0.25 * loudest - 1e-9).all())
     assert "crop_min_energy: 0.25" in (tmp_path / "r" / "config.yaml").read_text()
+
+
+def test_lowpass_band_limits_training_clips_below_the_fitted_band_top(tiny_esc10, tmp_path, monkeypatch):
+    import soundformer.train as train_module
+
+    calls = []
+    real_lowpass = train_module.random_lowpass
+
+    def recording_lowpass(wav, **kwargs):
+        calls.append(kwargs)
+        return real_lowpass(wav, **kwargs)
+
+    monkeypatch.setattr(train_module, "random_lowpass", recording_lowpass)
+    cfg = tiny_cfg("augment.lowpass_prob=0.5", "augment.lowpass_min_hz=500", "train.epochs=1", "model.ensemble=[]")
+    m = load_manifest(tiny_esc10)
+    summary = run_job(cfg, m, one_job(m, cfg), tmp_path / "r", progress=False)
+    fitted = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    top = fitted["features"]["f_max"] or cfg.audio.sample_rate / 2
+    assert calls and all(c["max_hz"] == top and c["min_hz"] == 500 and c["prob"] == 0.5 for c in calls)
+    assert all(c["sample_rate"] == cfg.audio.sample_rate for c in calls)
+    assert fitted["augment"]["lowpass_prob"] == 0.5 and summary["test_n"] > 0
 
 
 def test_ctrl_c_stops_the_whole_cross_validation(tiny_esc10, tmp_path, monkeypatch):

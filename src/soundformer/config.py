@@ -101,6 +101,13 @@ class AugmentConfig:
     speed: float = 0.0  # random playback speed in 1 +- speed (tempo and pitch together); 0 = off
     eq_db: float = 0.0  # random equaliser (log-mel models): smooth gain curve across mel bins, +-eq_db; 0 = off
     eq_points: int = 4  # knots of that curve, evenly spaced over the mel bins
+    # band-limit this share of training examples, as a recording chain with less bandwidth would:
+    # a low-pass whose cutoff is uniform on the mel scale between lowpass_min_hz and the top of the
+    # band (features.f_max, or half the sample rate); 0 = off. A model that has heard every class
+    # without its top octaves cannot tell classes apart by how much treble they have alone
+    lowpass_prob: float = 0.0
+    lowpass_min_hz: float = 1000.0  # lowest cutoff of that low-pass (Hz)
+    lowpass_db: float = 40.0  # its attenuation, reached one octave above the cutoff (dB)
     mixup_alpha: float = 0.0  # 0 = off
     mixup_domain: str = "features"  # features (after SpecAugment, per model) | waveform (sounds superposed, loudness-aware)
     cutmix_prob: float = 0.0  # log-mel models: share of training batches (drawn per member) mixed by time CutMix instead of mixup: a random span of frames (0-100 % of them) replaced by a partner's same frames, targets weighted by the span's share; 0 = off
@@ -490,6 +497,15 @@ def validate(cfg: Config) -> None:
     if not 0 <= g.speed < 1:
         raise SoundformerError(f"augment.speed is the largest relative speed change, in [0, 1) (0.1 = +-10 %), got {g.speed}")
     positive("augment.eq_db", g.eq_db, allow_zero=True)
+    if not 0 <= g.lowpass_prob <= 1:
+        raise SoundformerError(f"augment.lowpass_prob is the share of training examples band-limited, in [0, 1] "
+                               f"(0 = off), got {g.lowpass_prob:g}")
+    if g.lowpass_prob:
+        top = f.f_max or a.sample_rate / 2
+        if not 0 < g.lowpass_min_hz < top:
+            raise SoundformerError(f"augment.lowpass_min_hz is the lowest cutoff of the random low-pass and must lie "
+                                   f"in (0, {top:g}) Hz (the top of the band), got {g.lowpass_min_hz:g}")
+        positive("augment.lowpass_db", g.lowpass_db)
     if m.ensemble:
         listed = f"[{', '.join(m.ensemble)}]"
         if not needs_logmel:

@@ -7,7 +7,7 @@
 - ``ModulationSpectrum``: waveform -> how fast each of a few mel bands' loudness beats (the power
   spectrum of each band's log envelope, pooled into log-spaced bins) and each band's level.
 - ``spec_augment``, ``mixup`` (``draw_mix`` + ``apply_mix``), ``time_cutmix``, ``mix_waveforms``, ``random_gain``,
-  ``time_shift``, ``speed_perturb``: vectorised batch augmentations.
+  ``time_shift``, ``speed_perturb``, ``random_lowpass``: vectorised batch augmentations.
 """
 
 from __future__ import annotations
@@ -309,6 +309,28 @@ def random_crops(wav: torch.Tensor, *, length: int) -> torch.Tensor:
     start = torch.randint(0, N - length + 1, (B, 1))  # (B, 1)
     index = start + torch.arange(length)[None, :]  # (B, length)
     return wav.gather(1, index.to(wav.device))
+
+
+def random_lowpass(wav: torch.Tensor, *, prob: float, sample_rate: int, min_hz: float, max_hz: float,
+                   atten_db: float) -> torch.Tensor:
+    """Band-limit a random share ``prob`` of (B, N) waveforms, as a recording chain with less
+    bandwidth would: each chosen waveform gets its own zero-phase low-pass, whose cutoff is uniform
+    on the (HTK) mel scale in [min_hz, max_hz] and whose gain falls linearly in dB from 0 at the
+    cutoff to -atten_db one octave above it, and stays there. Applied in the frequency domain over
+    the whole window (so circularly; the one-octave slope keeps the filter's response short)."""
+    B, N = wav.shape
+    chosen = (torch.rand(B) < prob).nonzero()[:, 0]  # (K,) indices of the band-limited examples
+    if len(chosen) == 0:
+        return wav
+    low, high = (2595 * math.log10(1 + hz / 700) for hz in (min_hz, max_hz))
+    cutoff = 700 * (10 ** ((low + torch.rand(len(chosen), 1) * (high - low)) / 2595) - 1)  # (K, 1) Hz
+    freqs = torch.fft.rfftfreq(N, d=1 / sample_rate)[None, :]  # (1, N // 2 + 1)
+    octaves_above = torch.log2(freqs.clamp(min=1e-3) / cutoff).clamp(0, 1)  # (K, N // 2 + 1)
+    gain = (10 ** (-atten_db * octaves_above / 20)).to(wav.device)
+    out = wav.clone()
+    index = chosen.to(wav.device)
+    out[index] = torch.fft.irfft(torch.fft.rfft(wav[index].float()) * gain, n=N).to(wav.dtype)
+    return out
 
 
 def speed_perturb(wav: torch.Tensor, *, max_change: float) -> torch.Tensor:

@@ -41,6 +41,7 @@ from .features import (
     random_crops,
     random_eq,
     random_gain,
+    random_lowpass,
     spec_augment,
     speed_perturb,
     time_cutmix,
@@ -270,6 +271,8 @@ class TrainStep(torch.nn.Module):
         # longest crop (None: the loader's crops as they are)
         shortest, longest = crop_length_range(window_samples(cfg), a.crop_fraction, a.crop_spread)
         self.crop_lengths = (shortest, longest) if shortest < longest else None
+        self.sample_rate = cfg.audio.sample_rate
+        self.lowpass_top = cfg.features.f_max or cfg.audio.sample_rate / 2  # the fitted band's top
 
     def forward(self, wav: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a = self.aug
@@ -282,6 +285,9 @@ class TrainStep(torch.nn.Module):
             wav = time_shift(wav, max_fraction=a.time_shift)
         if a.speed:
             wav = speed_perturb(wav, max_change=a.speed)
+        if a.lowpass_prob:
+            wav = random_lowpass(wav, prob=a.lowpass_prob, sample_rate=self.sample_rate, min_hz=a.lowpass_min_hz,
+                                 max_hz=self.lowpass_top, atten_db=a.lowpass_db)
         if self.shared_waveform_mix:
             wav, target = mix_waveforms(wav, target, alpha=a.mixup_alpha)
         shared_mix = None
