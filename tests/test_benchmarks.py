@@ -481,3 +481,31 @@ def test_every_variants_file_names_unique_variants_with_valid_settings(path):
                 protocol = value
         load_config("logmel-transformer", overrides, protocol=protocol)  # raises on an unknown key or bad value
     assert names and len(names) == len(set(names)), f"{path.name}: {names}"
+
+
+def test_lowpass_probe_reproduces_the_recorded_calls_and_adds_a_column_per_cutoff(tiny_esc10, tmp_path):
+    import numpy as np
+
+    from soundformer.cv import run_cv
+    from soundformer.data.sources import load_manifest
+
+    from .test_train import tiny_cfg
+
+    cfg = tiny_cfg("train.epochs=2", "model.ensemble=[]")
+    summary = run_cv(cfg, load_manifest(tiny_esc10), tmp_path / "cv", protocol="standard", progress=False,
+                     log=lambda _: None)
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "lowpass_probe.py"), str(tmp_path / "cv"),
+                          "--cutoffs", "1000,3000"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| class | as recorded | low-passed at 1000 Hz | low-passed at 3000 Hz |"
+    right = total = 0
+    for job in summary["jobs_planned"]:
+        d = np.load(tmp_path / "cv" / job / "predictions.npz")
+        right += int((d["test_probs"].argmax(1) == d["test_labels"]).sum())
+        total += len(d["test_labels"])
+    last = [c.strip() for c in rows[-1].strip("|").split("|")]
+    assert last[0] == "all" and float(last[1].rstrip(" %")) == pytest.approx(100 * right / total, abs=0.006)
+    assert all(0 <= float(c.rstrip(" %")) <= 100 for c in last[2:])
+    assert len(rows) == 1 + len(load_manifest(tiny_esc10).classes) + 1  # header, one row per class, all
