@@ -161,6 +161,12 @@ class Config:
         return dataclasses.asdict(self)
 
 
+def band_top(cfg: Config) -> float:
+    """The highest frequency the mel bands reach (Hz): ``features.f_max``, or half the sample rate
+    where it is 0."""
+    return cfg.features.f_max or cfg.audio.sample_rate / 2
+
+
 PROTOCOLS = ("report", "standard")  # cross-validation protocols (cv.plan_jobs)
 MODULATION_MEMBER = "modulation"  # the model.ensemble entry for a modulation_linear member
 
@@ -501,7 +507,7 @@ def validate(cfg: Config) -> None:
         raise SoundformerError(f"augment.lowpass_prob is the share of training examples band-limited, in [0, 1] "
                                f"(0 = off), got {g.lowpass_prob:g}")
     if g.lowpass_prob:
-        top = f.f_max or a.sample_rate / 2
+        top = band_top(cfg)
         if not 0 < g.lowpass_min_hz < top:
             raise SoundformerError(f"augment.lowpass_min_hz is the lowest cutoff of the random low-pass and must lie "
                                    f"in (0, {top:g}) Hz (the top of the band), got {g.lowpass_min_hz:g}")

@@ -322,8 +322,9 @@ def random_lowpass(wav: torch.Tensor, *, prob: float, sample_rate: int, min_hz: 
     chosen = (torch.rand(B) < prob).nonzero()[:, 0]  # (K,) indices of the band-limited examples
     if len(chosen) == 0:
         return wav
-    low, high = (2595 * math.log10(1 + hz / 700) for hz in (min_hz, max_hz))
-    cutoff = 700 * (10 ** ((low + torch.rand(len(chosen), 1) * (high - low)) / 2595) - 1)  # (K, 1) Hz
+    low, high = librosa.hz_to_mel([min_hz, max_hz], htk=True)
+    mels = low + torch.rand(len(chosen), 1).double().numpy() * (high - low)  # (K, 1)
+    cutoff = torch.from_numpy(librosa.mel_to_hz(mels, htk=True)).float()  # (K, 1) Hz
     freqs = torch.fft.rfftfreq(N, d=1 / sample_rate)[None, :]  # (1, N // 2 + 1)
     octaves_above = torch.log2(freqs.clamp(min=1e-3) / cutoff).clamp(0, 1)  # (K, N // 2 + 1)
     gain = (10 ** (-atten_db * octaves_above / 20)).to(wav.device)

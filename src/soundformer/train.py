@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
 from . import checkpoint
-from .config import Config, from_dict, save_config
+from .config import Config, band_top, from_dict, save_config
 from .data import audio as audio_io
 from .data.dataset import WindowDataset
 from .data.sources import Item, Manifest
@@ -107,7 +107,7 @@ def fit_bandwidth(cfg: Config, train_items: list[Item], log: Callable[[str], Non
     if not rates:
         return cfg
     limit = float(np.percentile(rates, 10, method="lower")) / 2
-    current = f.f_max or cfg.audio.sample_rate / 2
+    current = band_top(cfg)
     if limit >= current:
         return cfg
     if limit <= f.f_min:
@@ -272,7 +272,7 @@ class TrainStep(torch.nn.Module):
         shortest, longest = crop_length_range(window_samples(cfg), a.crop_fraction, a.crop_spread)
         self.crop_lengths = (shortest, longest) if shortest < longest else None
         self.sample_rate = cfg.audio.sample_rate
-        self.lowpass_top = cfg.features.f_max or cfg.audio.sample_rate / 2  # the fitted band's top
+        self.lowpass_top = band_top(cfg)  # of the fitted band
 
     def forward(self, wav: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a = self.aug
