@@ -94,7 +94,18 @@ def by_seed(folders: list[Path]) -> None:
               f"| {' / '.join(f'{m:.1f}' for m in means)} | {means.mean():.1f}{spread} % | {diff} |")
 
 
+def check_finished(folders: list[str]) -> None:
+    """Exit with one line naming the first folder that is not a finished cv run (no traceback)."""
+    for arg in folders:
+        if arg.startswith("--"):
+            continue
+        if not (Path(arg) / "cv_summary.json").is_file():
+            sys.exit(f"error: {arg} holds no cv_summary.json: not a finished `soundformer cv` run "
+                     "(still running, or the wrong folder); give finished run folders")
+
+
 def main() -> None:
+    check_finished(sys.argv[1:])
     if sys.argv[1:2] == ["--seeds"]:
         by_seed([Path(a) for a in sys.argv[2:]])
         return

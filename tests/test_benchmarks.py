@@ -47,6 +47,16 @@ def test_seed_table_groups_runs_by_variant(tmp_path):
     assert "| ls | `train.label_smoothing=0.1` | 0, 1 | 95.0 / 90.0 | 92.5 ± 2.5 % | +10.0 pts |" in out
 
 
+def test_results_table_names_an_unfinished_run(tmp_path):
+    done = fake_cv(tmp_path / "done_s0", [0.9, 0.8], [])
+    (tmp_path / "running").mkdir()
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"), str(done),
+                             str(tmp_path / "running")], capture_output=True, text=True)
+    assert result.returncode != 0
+    assert "running holds no cv_summary.json" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def fake_predictions(folder: Path, guesses: dict[str, int], root: str = "") -> Path:
     """One standard-protocol job whose test clips (name -> true class = first digit) get ``guesses``."""
     import numpy as np
