@@ -15,11 +15,11 @@ another seed, or an ensemble of seeds, cannot fix them.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
+from cv_runs import job_names
 
 
 def clip_key(path) -> str:
@@ -32,9 +32,8 @@ def fold_predictions(folder: Path) -> dict[str, dict]:
 
     Paths are cut to their last two parts (class folder / file name), so runs made from copies
     of the data set in different places (another machine) line up too."""
-    jobs = json.loads((folder / "cv_summary.json").read_text())["jobs_planned"]
     out = {}
-    for job in jobs:
+    for job in job_names(folder):
         d = np.load(folder / job / "predictions.npz")
         paths = np.array([clip_key(p) for p in d["test_paths"]])
         order = np.argsort(paths)

@@ -13,12 +13,12 @@ helicopter; a model trained with ``augment.lowpass_prob`` should not.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import torch
+from cv_runs import checkpoint_paths
 
 from soundformer import load_model
 from soundformer.data import audio
@@ -33,10 +33,9 @@ def lowpassed(clip: np.ndarray, sample_rate: int, cutoff: float) -> np.ndarray:
 
 def probe(folder: Path, cutoffs: list[float]) -> dict[str, dict[str, list]]:
     """class -> {condition -> [predicted class of each test clip of that class]} over every fold."""
-    jobs = json.loads((folder / "cv_summary.json").read_text())["jobs_planned"]
     out: dict[str, dict[str, list]] = {}
-    for job in jobs:
-        clf = load_model(folder / job / "checkpoints" / "model.pt")
+    for job, checkpoint in checkpoint_paths(folder).items():
+        clf = load_model(checkpoint)
         preds = np.load(folder / job / "predictions.npz")
         clips = [audio.load(p, clf.sample_rate) for p in preds["test_paths"]]
         conditions = {"as recorded": clips}

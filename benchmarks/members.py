@@ -13,11 +13,11 @@ clips whose members give different classes, and the share that at least one memb
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from cv_runs import checkpoint_paths
 
 from soundformer import load_model
 from soundformer.data import audio
@@ -43,7 +43,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for folder in map(Path, args.cv_folders):
-        jobs = json.loads((folder / "cv_summary.json").read_text())["jobs_planned"]
+        jobs = list(checkpoint_paths(folder))
         member_accs, together, disagree, oracle = [], [], [], []
         for job in jobs:
             names, probs, labels = member_probs(folder / job)

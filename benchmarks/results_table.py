@@ -23,12 +23,13 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+from cv_runs import cv_summary, job_names
 
 from soundformer.config import from_dict
 
 
 def row(folder: Path) -> str:
-    cv = json.loads((folder / "cv_summary.json").read_text())
+    cv = cv_summary(folder)
     jobs = {name: json.loads((folder / name / "summary.json").read_text()) for name in cv["jobs_planned"]}
     first = next(iter(jobs.values()))
     seed = yaml.safe_load((folder / cv["jobs_planned"][0] / "config.yaml").read_text())["train"]["seed"]
@@ -44,7 +45,7 @@ def row(folder: Path) -> str:
 
 
 def settings(folder: Path) -> dict:
-    first = json.loads((folder / "cv_summary.json").read_text())["jobs_planned"][0]
+    first = job_names(folder)[0]
     # through the current Config, so keys added since the run was made read as their defaults
     cfg = from_dict(yaml.safe_load((folder / first / "config.yaml").read_text())).to_dict()
     flat = {f"{section}.{k}": v for section, values in cfg.items() if isinstance(values, dict) for k, v in values.items()}
@@ -52,7 +53,7 @@ def settings(folder: Path) -> dict:
 
 
 def fold_accuracies(folder: Path) -> np.ndarray:
-    cv = json.loads((folder / "cv_summary.json").read_text())
+    cv = cv_summary(folder)
     return np.array([json.loads((folder / n / "summary.json").read_text())["test_acc"] for n in cv["jobs_planned"]])
 
 
@@ -95,13 +96,11 @@ def by_seed(folders: list[Path]) -> None:
 
 
 def check_finished(folders: list[str]) -> None:
-    """Exit with one line naming the first folder that is not a finished cv run (no traceback)."""
+    """Exit with one line naming the first folder that is not a finished cv run (no traceback),
+    before any row is printed."""
     for arg in folders:
-        if arg.startswith("--"):
-            continue
-        if not (Path(arg) / "cv_summary.json").is_file():
-            sys.exit(f"error: {arg} holds no cv_summary.json: not a finished `soundformer cv` run "
-                     "(still running, or the wrong folder); give finished run folders")
+        if not arg.startswith("--"):
+            cv_summary(arg)
 
 
 def main() -> None:

@@ -16,11 +16,11 @@ tokens into the positions 3-s training crops saw; 0 removes order altogether).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
+from cv_runs import checkpoint_paths
 
 from soundformer import load_model
 from soundformer.data import audio
@@ -49,7 +49,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     folder = Path(args.cv_folder)
-    jobs = json.loads((folder / "cv_summary.json").read_text())["jobs_planned"]
+    checkpoints = checkpoint_paths(folder)
     hops = [float(h) for h in args.hops.split(",")]
     table = {f"hop {h:g}": [] for h in hops}
     table["first window only"] = []
@@ -64,8 +64,8 @@ def main() -> None:
     for sc in scales:
         table[f"whole windows, token positions x{sc:g}"] = []
     tests = []  # (test paths, labels) per job
-    for job in jobs:
-        clf = load_model(folder / job / "checkpoints" / "model.pt")
+    for job, checkpoint in checkpoints.items():
+        clf = load_model(checkpoint)
         if scales:  # a model without sinusoidal positions stops here, before any clip is scored
             set_position_scale(clf.model, 1.0)
         preds = np.load(folder / job / "predictions.npz")
@@ -97,8 +97,8 @@ def main() -> None:
         tests.append((list(preds["test_paths"]), labels))
     # report protocol: every fold model tested on the same held-out fold -> also their averaged predictions
     shared = all(paths == tests[0][0] for paths, _ in tests)
-    print(f"| evaluation ({folder.name}) | " + " | ".join(jobs) + " | mean |" + (" ensemble |" if shared else ""))
-    print("|---|" + "---|" * (len(jobs) + 1 + shared))
+    print(f"| evaluation ({folder.name}) | " + " | ".join(checkpoints) + " | mean |" + (" ensemble |" if shared else ""))
+    print("|---|" + "---|" * (len(checkpoints) + 1 + shared))
     for name, runs in table.items():
         accs = [accuracy(labels, probs) for (_, labels), probs in zip(tests, runs)]
         row = f"| {name} | " + " | ".join(f"{100 * a:.1f}" for a in accs) + f" | {100 * np.mean(accs):.2f} |"

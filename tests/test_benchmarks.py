@@ -47,13 +47,26 @@ def test_seed_table_groups_runs_by_variant(tmp_path):
     assert "| ls | `train.label_smoothing=0.1` | 0, 1 | 95.0 / 90.0 | 92.5 ± 2.5 % | +10.0 pts |" in out
 
 
-def test_results_table_names_an_unfinished_run(tmp_path):
-    done = fake_cv(tmp_path / "done_s0", [0.9, 0.8], [])
+@pytest.mark.parametrize("script", ["results_table", "hard_clips", "members", "tta", "lowpass_probe"])
+def test_benchmark_scripts_name_an_unfinished_run(tmp_path, script):
     (tmp_path / "running").mkdir()
-    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "results_table.py"), str(done),
-                             str(tmp_path / "running")], capture_output=True, text=True)
-    assert result.returncode != 0
-    assert "running holds no cv_summary.json" in result.stderr
+    folders = [str(tmp_path / "running")]
+    if script == "results_table":  # checks every folder before it prints a row
+        folders.insert(0, str(fake_cv(tmp_path / "done_s0", [0.9, 0.8], [])))
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *folders],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "running holds no cv_summary.json: not a finished `soundformer cv` run" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("script", ["members", "tta", "lowpass_probe"])
+def test_rescoring_scripts_name_a_run_copied_without_checkpoints(tmp_path, script):
+    done = fake_cv(tmp_path / "done_s0", [0.9, 0.8], [])
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), str(done)],
+                            capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "has no checkpoints/model.pt for test1, test2" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -1,0 +1,35 @@
+"""Reading finished `soundformer cv` run folders, for the benchmark scripts.
+
+A folder that is still running, was copied without its checkpoints, or is not a cv run at all
+ends the script with one line that names it (exit 1), not a traceback. Kept free of torch so
+that the table scripts start fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def cv_summary(folder: Path | str) -> dict:
+    """The run's cv_summary.json, which `soundformer cv` writes last."""
+    path = Path(folder) / "cv_summary.json"
+    if not path.is_file():
+        sys.exit(f"error: {folder} holds no cv_summary.json: not a finished `soundformer cv` run "
+                 "(still running, or the wrong folder); give finished run folders")
+    return json.loads(path.read_text())
+
+
+def job_names(folder: Path | str) -> list[str]:
+    """The run's fold jobs (test1..., or val1...), in the order they were planned."""
+    return list(cv_summary(folder)["jobs_planned"])
+
+
+def checkpoint_paths(folder: Path | str) -> dict[str, Path]:
+    """job -> its saved model, for scripts that score the models again."""
+    paths = {job: Path(folder) / job / "checkpoints" / "model.pt" for job in job_names(folder)}
+    missing = [job for job, path in paths.items() if not path.is_file()]
+    if missing:
+        sys.exit(f"error: {folder} has no checkpoints/model.pt for {', '.join(missing)} "
+                 "(copied without checkpoints?); this script scores the saved models again")
+    return paths
