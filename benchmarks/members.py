@@ -24,9 +24,9 @@ from soundformer.data import audio
 from soundformer.evaluate import predict_clips
 
 
-def member_probs(job_dir: Path) -> tuple[list[str], list[np.ndarray], np.ndarray]:
+def member_probs(job_dir: Path, checkpoint: Path) -> tuple[list[str], list[np.ndarray], np.ndarray]:
     """Member names, each member's (n_clips, n_classes) test probabilities, and the labels."""
-    clf = load_model(job_dir / "checkpoints" / "model.pt")
+    clf = load_model(checkpoint)
     preds = np.load(job_dir / "predictions.npz")
     clips = [audio.load(p, clf.sample_rate) for p in preds["test_paths"]]
     names = list(clf.cfg.model.ensemble) or [clf.cfg.features.compression]
@@ -43,10 +43,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows = []
     for folder in map(Path, args.cv_folders):
-        jobs = list(checkpoint_paths(folder))
         member_accs, together, disagree, oracle = [], [], [], []
-        for job in jobs:
-            names, probs, labels = member_probs(folder / job)
+        for job, checkpoint in checkpoint_paths(folder).items():
+            names, probs, labels = member_probs(folder / job, checkpoint)
             right = [p.argmax(1) == labels for p in probs]  # each (n_clips,)
             member_accs.append([r.mean() for r in right])
             together.append((np.mean(probs, 0).argmax(1) == labels).mean())

@@ -53,8 +53,7 @@ def settings(folder: Path) -> dict:
 
 
 def fold_accuracies(folder: Path) -> np.ndarray:
-    cv = cv_summary(folder)
-    return np.array([json.loads((folder / n / "summary.json").read_text())["test_acc"] for n in cv["jobs_planned"]])
+    return np.array([json.loads((folder / n / "summary.json").read_text())["test_acc"] for n in job_names(folder)])
 
 
 def changed_settings(ref: dict, mine: dict) -> str:
