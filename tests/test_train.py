@@ -583,3 +583,83 @@ def test_fitted_bandwidth_is_saved_and_comes_from_training_clips_only(tmp_path, 
     run_job(cfg, m, one_job(m, cfg), tmp_path / "r2", progress=False)
     assert "features.f_max set" not in capsys.readouterr().out
     assert load_config(str(tmp_path / "r2" / "config.yaml")).features.f_max == 0
+
+
+def test_sam_ascend_moves_each_member_rho_along_its_own_gradient_and_descend_puts_it_back():
+    from soundformer import sam
+
+    members = [torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)]
+    for scale, m in zip((1.0, 100.0), members, strict=True):  # very different gradient sizes
+        (scale * m(torch.ones(4, 3)).pow(2).sum()).backward()
+    before = [[p.clone() for p in m.parameters()] for m in members]
+    moved = sam.ascend(members, rho=0.05)
+    for m, old in zip(members, before, strict=True):
+        step = torch.cat([(p - o).flatten() for p, o in zip(m.parameters(), old, strict=True)])
+        grad = torch.cat([p.grad.flatten() for p in m.parameters()])
+        torch.testing.assert_close(step.norm(), torch.tensor(0.05))  # each member: rho, whatever its scale
+        torch.testing.assert_close(step, 0.05 * grad / grad.norm())
+    sam.descend(moved)
+    for m, old in zip(members, before, strict=True):
+        for p, o in zip(m.parameters(), old, strict=True):
+            torch.testing.assert_close(p, o)
+
+
+def test_sam_leaves_a_member_with_a_non_finite_gradient_in_place():
+    from soundformer import sam
+
+    m = torch.nn.Linear(3, 2)
+    m(torch.ones(1, 3)).sum().backward()
+    m.weight.grad[0, 0] = float("inf")  # an fp16 overflow: the scaler skips this step anyway
+    before = m.weight.clone()
+    assert sam.ascend([m], rho=0.05) == []
+    torch.testing.assert_close(m.weight, before)
+
+
+def test_sam_replay_sees_the_same_augmented_batch_and_leaves_batchnorm_statistics_alone():
+    from soundformer import sam
+    from soundformer.models import build_model
+    from soundformer.train import TrainStep, rng_state, set_rng_state
+
+    cfg = tiny_cfg("model.ensemble=[log,pcen]", "augment.mixup_alpha=0.4", "augment.freq_masks=1",
+                   "augment.time_masks=1", "augment.gain_db=6", "augment.crop_fraction=0.6")
+    model = build_model(cfg, 3).train()  # dropout, mixup, masks, gain and crops all draw
+    step = TrainStep(model, cfg)
+    wav, target = torch.randn(4, 8000) * 0.1, torch.eye(3)[[0, 1, 2, 0]]
+    torch.manual_seed(0)
+    state = rng_state()
+    loss, _, soft = step(wav, target)
+    stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+    assert stats
+    set_rng_state(state)
+    with sam.frozen_batchnorm_stats(model):
+        replayed, _, replayed_soft = step(wav, target)
+    torch.testing.assert_close(replayed, loss)
+    torch.testing.assert_close(replayed_soft, soft)
+    for k, v in model.state_dict().items():
+        if k in stats:
+            torch.testing.assert_close(v, stats[k], msg=k)
+    step(wav, target)  # outside the context the statistics move again
+    assert any(not torch.equal(model.state_dict()[k], v) for k, v in stats.items())
+
+
+def test_sam_run_trains_differently_at_twice_the_passes_and_repeats(tiny_esc10, tmp_path, monkeypatch):
+    from soundformer.train import TrainStep
+
+    calls = []
+    forward = TrainStep.forward
+    monkeypatch.setattr(TrainStep, "forward", lambda self, *a: calls.append(1) or forward(self, *a))
+    m = load_manifest(tiny_esc10)
+    runs = {}
+    for name, extra in (("plain", []), ("sam", ["train.sam_rho=0.05"]), ("sam2", ["train.sam_rho=0.05"])):
+        cfg = tiny_cfg("train.epochs=2", *extra)
+        calls.clear()
+        run_job(cfg, m, one_job(m, cfg), tmp_path / name, progress=False)
+        runs[name] = (len(calls), metrics(tmp_path / name))
+    assert runs["sam"][0] == 2 * runs["plain"][0] > 0  # a second pass per step
+    assert runs["sam"][1] != runs["plain"][1]  # it changes the training
+    assert runs["sam"][1] == runs["sam2"][1]  # and repeats with the same seed
+
+
+def test_sam_rho_must_not_be_negative():
+    with pytest.raises(SoundformerError, match=r"train.sam_rho must be >= 0"):
+        load_config("logmel-transformer", ["train.sam_rho=-0.1"])

@@ -142,6 +142,7 @@ class TrainConfig:
     amp: str = "auto"  # auto|bf16|fp16|off (autocast on GPU only)
     threads: int = 0  # CPU threads; 0 = the free cores
     mutual_learning: float = 0.0  # ensembles: weight of each member's KL to the others' mean prediction (deep mutual learning; members then share one mixup draw); 0 = off
+    sam_rho: float = 0.0  # sharpness-aware minimisation: each step also takes the gradient at the weights moved this far along the normalised gradient (per member), and steps with it; twice the cost of a step; 0 = off (e.g. 0.05)
     ema: float = 0.0  # weight EMA decay, reached after a ramp min(ema, (1+n)/(10+n)) over n steps; 0 = off
     tracker: str = "local"  # local|tensorboard|wandb
 
@@ -593,6 +594,7 @@ def validate(cfg: Config) -> None:
         raise SoundformerError("train.mutual_learning makes the members of an ensemble learn from each other; "
                                "list two or more members in model.ensemble (e.g. model.ensemble=[log,pcen]) "
                                "or set train.mutual_learning=0")
+    positive("train.sam_rho", t.sam_rho, allow_zero=True)
     if not 0 <= t.ema < 1:
         raise SoundformerError(f"train.ema must be in [0, 1), got {t.ema}")
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from . import checkpoint
+from . import checkpoint, sam
 from .config import Config, band_top, from_dict, save_config
 from .data import audio as audio_io
 from .data.dataset import WindowDataset
@@ -482,11 +482,12 @@ def run_job(
                 for group in optimizer.param_groups:
                     group["lr"] = t.lr * lr_factor(cfg, global_step, total_steps)
                 wav, y = wav.to(device, non_blocking=True), y.to(device)
-                target = F.one_hot(y, n_classes).float()
+                labels = F.one_hot(y, n_classes).float()
                 if t.label_smoothing:
-                    target = target * (1 - t.label_smoothing) + t.label_smoothing / n_classes
+                    labels = labels * (1 - t.label_smoothing) + t.label_smoothing / n_classes
+                batch_rng = rng_state() if t.sam_rho else None  # SAM replays this batch's augmentations
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss, logits, target = step_module(wav, target)
+                    loss, logits, target = step_module(wav, labels)
                 if not torch.isfinite(loss):
                     raise SoundformerError(
                         f"training diverged at epoch {epoch} (loss is {loss.item()}); lower train.lr "
@@ -494,6 +495,15 @@ def run_job(
                     )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
+                if t.sam_rho:  # the gradient at the worst nearby weights (sam.py)
+                    moved = sam.ascend(model.members(), t.sam_rho)
+                    optimizer.zero_grad(set_to_none=True)
+                    set_rng_state(batch_rng)
+                    with sam.frozen_batchnorm_stats(model), \
+                            torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                        perturbed_loss = step_module(wav, labels)[0]
+                    scaler.scale(perturbed_loss).backward()
+                    sam.descend(moved)
                 if t.grad_clip:
                     scaler.unscale_(optimizer)
                     for member in model.members():  # per member: as if each trained alone
