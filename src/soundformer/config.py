@@ -142,7 +142,7 @@ class TrainConfig:
     amp: str = "auto"  # auto|bf16|fp16|off (autocast on GPU only)
     threads: int = 0  # CPU threads; 0 = the free cores
     mutual_learning: float = 0.0  # ensembles: weight of each member's KL to the others' mean prediction (deep mutual learning; members then share one mixup draw); 0 = off
-    sam_rho: float = 0.0  # sharpness-aware minimisation: each step also takes the gradient at the weights moved this far along the normalised gradient (per member), and steps with it; twice the cost of a step; 0 = off (e.g. 0.05)
+    sam_rho: float = 0.0  # sharpness-aware minimisation: each step also takes the gradient at the weights moved this far along the normalised gradient (per member), and steps with it; about twice the cost of a step; 0 = off (e.g. 0.05)
     ema: float = 0.0  # weight EMA decay, reached after a ramp min(ema, (1+n)/(10+n)) over n steps; 0 = off
     tracker: str = "local"  # local|tensorboard|wandb
 

@@ -3,9 +3,9 @@
 A SAM step takes the gradient g at the weights w, moves to w + rho * g / ||g|| (towards the
 steepest rise of the loss within a ball of radius rho), takes the gradient there, comes back to
 w, and lets the optimiser step with that second gradient: it prefers weights whose whole
-neighbourhood has a low loss. Chen et al. (2022) found it the ingredient that lets vision
-transformers trained from scratch on little data catch up with CNNs. It costs a second forward
-and backward pass per step.
+neighbourhood has a low loss. With it, Chen et al. (2022) trained vision transformers from
+scratch on ImageNet, without pre-training or strong augmentation, past ResNets of their size. It
+costs a second forward and backward pass per step.
 
 The training loop replays the same batch for the second pass: same clips, same augmentation
 draws (the torch random state is restored), BatchNorm running statistics left alone (the batch
