@@ -12,6 +12,7 @@ chosen with the validation data.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import shutil
@@ -382,6 +383,7 @@ def run_job(
     amp_dtype = autocast_dtype(device, t.amp)
     # fp16 gradients underflow without loss scaling; bf16 and float32 need none (scaler disabled)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    autocast = functools.partial(torch.autocast, device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
     seed_everything(t.seed + ddp.rank)  # ranks draw different augmentations
     progress = progress and ddp.main
     if not ddp.main:
@@ -486,7 +488,7 @@ def run_job(
                 if t.label_smoothing:
                     labels = labels * (1 - t.label_smoothing) + t.label_smoothing / n_classes
                 batch_rng = rng_state() if t.sam_rho else None  # SAM replays this batch's augmentations
-                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                with autocast():
                     loss, logits, target = step_module(wav, labels)
                 if not torch.isfinite(loss):
                     raise SoundformerError(
@@ -499,8 +501,7 @@ def run_job(
                     moved = sam.ascend(model.members(), t.sam_rho)
                     optimizer.zero_grad(set_to_none=True)
                     set_rng_state(batch_rng)
-                    with sam.frozen_batchnorm_stats(model), \
-                            torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    with sam.frozen_batchnorm_stats(model), autocast():
                         perturbed_loss = step_module(wav, labels)[0]
                     scaler.scale(perturbed_loss).backward()
                     sam.descend(moved)
