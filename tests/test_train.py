@@ -663,3 +663,48 @@ def test_sam_run_trains_differently_at_twice_the_passes_and_repeats(tiny_esc10, 
 def test_sam_rho_must_not_be_negative():
     with pytest.raises(SoundformerError, match=r"train.sam_rho must be >= 0"):
         load_config("logmel-transformer", ["train.sam_rho=-0.1"])
+
+
+def test_bce_loss_is_per_class_sigmoid_cross_entropy_on_soft_targets():
+    from soundformer.train import soft_binary_cross_entropy, soft_cross_entropy
+
+    logits = torch.tensor([[2.0, -1.0, 0.5], [0.0, 0.0, 0.0]])
+    target = torch.tensor([[0.7, 0.3, 0.0], [0.0, 0.0, 1.0]])  # a mixed clip, a plain one
+    p = logits.sigmoid()
+    by_hand = -(target * p.log() + (1 - target) * (1 - p).log()).sum(-1).mean()
+    torch.testing.assert_close(soft_binary_cross_entropy(logits, target), by_hand)
+    # unlike softmax cross-entropy, adding a constant to every logit changes it: each class is
+    # judged on its own, so the non-target logits are pushed down, not only relatively
+    shifted = logits + 3.0
+    torch.testing.assert_close(soft_cross_entropy(shifted, target), soft_cross_entropy(logits, target))
+    assert soft_binary_cross_entropy(shifted, target) > soft_binary_cross_entropy(logits, target) + 1
+
+
+def test_train_loss_option_reaches_every_member_and_changes_training(tiny_esc10, tmp_path):
+    from soundformer.models import build_model
+    from soundformer.train import TrainStep, soft_binary_cross_entropy
+
+    cfg = tiny_cfg("model.ensemble=[log,pcen]", "train.loss=bce", "augment.mixup_alpha=0.4")
+    model = build_model(cfg, 3).train()
+    step = TrainStep(model, cfg)
+    wav, target = torch.randn(4, 8000) * 0.1, torch.eye(3)[[0, 1, 2, 0]]
+    outputs = []
+    members = model.members()
+    forward = step.member_forward
+    step.member_forward = lambda *a: outputs.append(forward(*a)) or outputs[-1]
+    loss, logits, soft = step(wav, target)
+    assert len(outputs) == len(members) == 2
+    torch.testing.assert_close(loss, sum(soft_binary_cross_entropy(x, t) for x, t in outputs))
+
+    m = load_manifest(tiny_esc10)
+    runs = {}
+    for name, extra in (("ce", []), ("bce", ["train.loss=bce"]), ("bce2", ["train.loss=bce"])):
+        c = tiny_cfg("train.epochs=2", *extra)
+        run_job(c, m, one_job(m, c), tmp_path / name, progress=False)
+        runs[name] = metrics(tmp_path / name)
+    assert runs["bce"] != runs["ce"] and runs["bce"] == runs["bce2"]
+
+
+def test_unknown_train_loss_is_refused_in_one_line():
+    with pytest.raises(SoundformerError, match=r"train.loss.*ce.*bce"):
+        load_config("logmel-transformer", ["train.loss=focal"])

@@ -128,6 +128,7 @@ class TrainConfig:
     schedule: str = "constant"  # constant|cosine|onecycle
     warmup_epochs: float = 0.0  # linear warm-up before the schedule
     label_smoothing: float = 0.0  # share of each target spread over the other classes
+    loss: str = "ce"  # ce: softmax cross-entropy | bce: binary cross-entropy per class on the same (mixed, smoothed) targets, as DeiT III trains with mixup; predictions are still read through softmax
     grad_clip: float = 0.0  # 0 = off
     early_stopping: int = 0  # patience in epochs; 0 = off
     checkpoint_every: int = 1  # save the resumable checkpoints/last.pt every N epochs (and at the end)
@@ -185,6 +186,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.token_layout": ("channels", "time"),
     "train.optimizer": ("adam", "adamw"),
     "train.schedule": ("constant", "cosine", "onecycle"),
+    "train.loss": ("ce", "bce"),
     "train.select": ("best", "last"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.amp": ("auto", "bf16", "fp16", "off"),

@@ -262,6 +262,7 @@ class TrainStep(torch.nn.Module):
     def __init__(self, model: AudioClassifier, cfg: Config):
         super().__init__()
         self.model, self.aug, self.mutual = model, cfg.augment, cfg.train.mutual_learning
+        self.criterion = LOSSES[cfg.train.loss]
         a = self.aug
         # one waveform mixture heard by every member, unless each member has its own domain
         self.shared_waveform_mix = bool(a.mixup_alpha) and not a.member_mixup_domains and a.mixup_domain == "waveform"
@@ -296,7 +297,7 @@ class TrainStep(torch.nn.Module):
             shared_mix = draw_mix(wav.shape[0], alpha=a.mixup_alpha, device=wav.device)
         outputs = [self.member_forward(member, wav, target, shared_mix, domain)
                    for member, domain in zip(self.model.members(), self.domains)]
-        loss = sum(soft_cross_entropy(logits, soft) for logits, soft in outputs)
+        loss = sum(self.criterion(logits, soft) for logits, soft in outputs)
         if self.mutual and len(outputs) > 1:
             loss = loss + self.mutual * mutual_kl([logits for logits, _ in outputs])
         return loss, *outputs[0]  # (), (B, C), (B, C)
@@ -337,6 +338,16 @@ def mutual_kl(logits: list[torch.Tensor]) -> torch.Tensor:
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return -(target * F.log_softmax(logits.float(), dim=-1)).sum(-1).mean()
+
+
+def soft_binary_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """One sigmoid per class against the soft target (a mixed clip is partly both classes),
+    summed over classes so its gradient is on the scale of softmax cross-entropy's; averaged over
+    the batch."""
+    return F.binary_cross_entropy_with_logits(logits.float(), target, reduction="none").sum(-1).mean()
+
+
+LOSSES = {"ce": soft_cross_entropy, "bce": soft_binary_cross_entropy}  # train.loss
 
 
 def rng_state() -> dict:
