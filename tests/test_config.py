@@ -169,3 +169,6 @@ def test_the_recommended_preset_trains_longer_under_the_report_protocol():
     # mixup 0.4 after an 8-epoch warm-up under both protocols (back in the forty-second session)
     for cfg in (standard, report, full["logmel-transformer"]):
         assert (cfg.augment.mixup_alpha, cfg.train.warmup_epochs) == (0.4, 8)
+    # binary cross-entropy under every protocol and in the study (forty-fifth session); the CNN keeps ce
+    assert {cfg.train.loss for cfg in (standard, report, full["logmel-transformer"], quick)} == {"bce"}
+    assert full["logmel-cnn"].train.loss == "ce"
