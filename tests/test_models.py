@@ -329,8 +329,16 @@ def test_train_step_masks_only_spectrograms_and_every_member_learns():
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in member.head.parameters())
 
 
+def preset_loss():
+    """The loss ``logmel-transformer`` trains with (``train.loss``; binary cross-entropy since the
+    forty-fifth session), so these step tests follow the preset whichever loss it names."""
+    from soundformer.train import LOSSES
+
+    return LOSSES[load_config("logmel-transformer").train.loss]
+
+
 def test_train_step_gives_each_ensemble_member_its_own_loss():
-    from soundformer.train import TrainStep, soft_cross_entropy
+    from soundformer.train import TrainStep
 
     cfg = load_config("logmel-transformer", ["model.ensemble=[log,pcen]", "model.depth=1", "augment.mixup_alpha=0",
                                              "augment.freq_masks=0", "augment.time_masks=0", "augment.gain_db=0",
@@ -338,7 +346,7 @@ def test_train_step_gives_each_ensemble_member_its_own_loss():
     model = build_model(cfg, 3).eval()  # eval: no dropout / BN batch statistics, so the numbers repeat
     wav, target = torch.randn(4, 16000) * 0.1, torch.eye(3)[[0, 1, 2, 0]]
     loss, logits, soft = TrainStep(model, cfg)(wav, target)
-    alone = [soft_cross_entropy(m(wav), target) for m in model.members()]
+    alone = [preset_loss()(m(wav), target) for m in model.members()]
     torch.testing.assert_close(loss, alone[0] + alone[1])
     torch.testing.assert_close(logits, model.members()[0](wav))  # the first member's, for the accuracy
     loss.backward()
@@ -348,7 +356,7 @@ def test_train_step_gives_each_ensemble_member_its_own_loss():
 
 def test_waveform_mixup_gives_every_member_the_same_mixture():
     from soundformer.features import mix_waveforms
-    from soundformer.train import TrainStep, soft_cross_entropy
+    from soundformer.train import TrainStep
 
     cfg = load_config("logmel-transformer", ["model.ensemble=[log,pcen]", "model.depth=1", "augment.mixup_alpha=0.4",
                                              "augment.mixup_domain=waveform", "augment.freq_masks=0",
@@ -362,7 +370,7 @@ def test_waveform_mixup_gives_every_member_the_same_mixture():
     mixed, expected_soft = mix_waveforms(wav, target, alpha=0.4)  # the same draw
     torch.testing.assert_close(soft, expected_soft)
     assert not torch.equal(soft, target)
-    torch.testing.assert_close(loss, sum(soft_cross_entropy(m(mixed), expected_soft) for m in model.members()))
+    torch.testing.assert_close(loss, sum(preset_loss()(m(mixed), expected_soft) for m in model.members()))
 
 
 def mixed_pair_step(setting: str, *, seed: int):
@@ -381,7 +389,7 @@ def mixed_pair_step(setting: str, *, seed: int):
 
 
 def test_mutual_learning_adds_each_members_kl_to_the_others_and_shares_the_mixup_draw():
-    from soundformer.train import mutual_kl, soft_cross_entropy
+    from soundformer.train import mutual_kl
 
     model, wav, target, (loss, _, soft) = mixed_pair_step("train.mutual_learning=0.5", seed=1)
     torch.manual_seed(1)
@@ -395,7 +403,7 @@ def test_mutual_learning_adds_each_members_kl_to_the_others_and_shares_the_mixup
                       for a, b in ((logits[0], logits[1]), (logits[1], logits[0])))
     torch.testing.assert_close(mutual_kl(logits), expected_kl)
     assert expected_kl > 0  # two differently initialised members disagree
-    torch.testing.assert_close(loss, sum(soft_cross_entropy(x, mixed[0][1]) for x in logits) + 0.5 * expected_kl)
+    torch.testing.assert_close(loss, sum(preset_loss()(x, mixed[0][1]) for x in logits) + 0.5 * expected_kl)
     # the KL pulls a member towards the others (a gradient on its logits) and is zero when they agree
     x = logits[0].detach().requires_grad_()
     mutual_kl([x, logits[1].detach()]).backward()
@@ -412,7 +420,6 @@ def test_mutual_learning_needs_an_ensemble_and_a_non_negative_weight():
 
 def test_member_mixup_domains_mix_each_member_where_it_is_told():
     from soundformer.features import mix_waveforms
-    from soundformer.train import soft_cross_entropy
 
     model, wav, target, (loss, logits, soft) = mixed_pair_step("augment.member_mixup_domains=[waveform,features]", seed=2)
     torch.manual_seed(2)  # the same draws, in the same order: the log member's mixture, then the PCEN member's mix
@@ -424,7 +431,8 @@ def test_member_mixup_domains_mix_each_member_where_it_is_told():
     torch.testing.assert_close(logits, expected[0])
     torch.testing.assert_close(soft, wav_soft)  # the first member's targets: those of its own mixture
     assert not torch.equal(wav_soft, feat_soft)  # two draws: the members learn different mixtures
-    torch.testing.assert_close(loss, soft_cross_entropy(expected[0], wav_soft) + soft_cross_entropy(expected[1], feat_soft))
+    criterion = preset_loss()
+    torch.testing.assert_close(loss, criterion(expected[0], wav_soft) + criterion(expected[1], feat_soft))
 
 
 def test_time_cutmix_takes_a_span_of_frames_from_a_partner_and_labels_it_by_its_share():
@@ -455,7 +463,7 @@ def test_time_cutmix_takes_a_span_of_frames_from_a_partner_and_labels_it_by_its_
 
 def test_cutmix_prob_switches_a_members_batch_from_mixup_to_time_cutmix():
     from soundformer.features import time_cutmix
-    from soundformer.train import TrainStep, soft_cross_entropy
+    from soundformer.train import TrainStep
 
     model, wav, target, (loss, logits, soft) = mixed_pair_step("augment.cutmix_prob=1", seed=3)
     torch.manual_seed(3)  # the same draws, member by member: the switch, then the cut
@@ -464,7 +472,7 @@ def test_cutmix_prob_switches_a_members_batch_from_mixup_to_time_cutmix():
         torch.rand(())  # the member's switch draw (under 1 always: CutMix)
         feats, member_soft = time_cutmix(member.frontend(wav), target)
         member_logits = member.head(member.embed_features(feats)[0])
-        expected_loss = expected_loss + soft_cross_entropy(member_logits, member_soft)
+        expected_loss = expected_loss + preset_loss()(member_logits, member_soft)
         firsts.append((member_logits, member_soft))
     torch.testing.assert_close(logits, firsts[0][0])
     torch.testing.assert_close(soft, firsts[0][1])

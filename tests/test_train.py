@@ -697,7 +697,7 @@ def test_train_loss_option_reaches_every_member_and_changes_training(tiny_esc10,
 
     m = load_manifest(tiny_esc10)
     runs = {}
-    for name, extra in (("ce", []), ("bce", ["train.loss=bce"]), ("bce2", ["train.loss=bce"])):
+    for name, extra in (("ce", ["train.loss=ce"]), ("bce", ["train.loss=bce"]), ("bce2", ["train.loss=bce"])):
         c = tiny_cfg("train.epochs=2", *extra)
         run_job(c, m, one_job(m, c), tmp_path / name, progress=False)
         runs[name] = metrics(tmp_path / name)
