@@ -16,9 +16,9 @@ difference from the first variant's (the base).
 
 from __future__ import annotations
 
+import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,27 +94,39 @@ def by_seed(folders: list[Path]) -> None:
               f"| {' / '.join(f'{m:.1f}' for m in means)} | {means.mean():.1f}{spread} % | {diff} |")
 
 
-def check_finished(folders: list[str]) -> None:
+def check_finished(folders: list[Path]) -> None:
     """Exit with one line naming the first folder that is not a finished cv run (no traceback),
     before any row is printed."""
-    for arg in folders:
-        if not arg.startswith("--"):
-            cv_summary(arg)
+    for folder in folders:
+        cv_summary(folder)
 
 
-def main() -> None:
-    check_finished(sys.argv[1:])
-    if sys.argv[1:2] == ["--seeds"]:
-        by_seed([Path(a) for a in sys.argv[2:]])
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--ablation", metavar="BASE", type=Path,
+                      help="one row per folder with its difference from BASE's 5-fold mean and the settings that differ")
+    mode.add_argument("--seeds", action="store_true",
+                      help="group folders named VARIANT_sSEED by variant: one row per variant, mean over seeds")
+    parser.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="finished `soundformer cv` run folders")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    check_finished(([args.ablation] if args.ablation else []) + args.runs)
+    if args.seeds:
+        by_seed(args.runs)
         return
-    if sys.argv[1:2] == ["--ablation"]:
-        ablation(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]])
+    if args.ablation:
+        ablation(args.ablation, args.runs)
         return
     print("| preset | protocol | seed | test acc per fold model (%) | mean ± std | ensemble (fold 5) | val acc (mean) "
           "| parameters | training time (sum of jobs) | wall time |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    for arg in sys.argv[1:]:
-        print(row(Path(arg)))
+    for run in args.runs:
+        print(row(run))
 
 
 if __name__ == "__main__":

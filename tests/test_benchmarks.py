@@ -47,6 +47,16 @@ def test_seed_table_groups_runs_by_variant(tmp_path):
     assert "| ls | `train.label_smoothing=0.1` | 0, 1 | 95.0 / 90.0 | 92.5 ± 2.5 % | +10.0 pts |" in out
 
 
+def test_results_table_explains_itself_and_needs_a_run_folder():
+    script = str(ROOT / "benchmarks" / "results_table.py")
+    shown = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+    assert shown.returncode == 0
+    assert "--ablation BASE" in shown.stdout and "--seeds" in shown.stdout and "RUN" in shown.stdout
+    missing = subprocess.run([sys.executable, script, "--seeds"], capture_output=True, text=True)
+    assert missing.returncode == 2 and "the following arguments are required: RUN" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+
 @pytest.mark.parametrize("script", ["results_table", "hard_clips", "members", "tta", "lowpass_probe"])
 def test_benchmark_scripts_name_an_unfinished_run(tmp_path, script):
     (tmp_path / "running").mkdir()
