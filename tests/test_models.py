@@ -1,3 +1,4 @@
+import functools
 import math
 
 import librosa
@@ -329,9 +330,10 @@ def test_train_step_masks_only_spectrograms_and_every_member_learns():
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in member.head.parameters())
 
 
+@functools.cache
 def preset_loss():
     """The loss ``logmel-transformer`` trains with (``train.loss``; binary cross-entropy since the
-    forty-fifth session), so these step tests follow the preset whichever loss it names."""
+    forty-fifth session), so these step tests follow the preset whichever loss it names; read once."""
     from soundformer.train import LOSSES
 
     return LOSSES[load_config("logmel-transformer").train.loss]
