@@ -50,6 +50,7 @@ def test_overrides_are_typed():
     ("model.pool_time=[4,2]", "model.pool_time must be one pooling factor >= 1 for every stem block, or one per block (3"),
     ("model.pool_time=0", "model.pool_time must be one pooling factor"),
     ("model.stem_stride=0", "model.stem_stride must be > 0"),
+    ("model.stem_pool=median", "model.stem_pool must be avg, max or avgmax, got 'median'"),
     ("augment.crop_fraction=1.2", "augment.crop_fraction is the share of the window each training crop keeps, in (0, 1]"),
     ("augment.crop_fraction=0", "augment.crop_fraction is the share of the window each training crop keeps, in (0, 1]"),
     ("augment.crop_spread=0.5", "augment.crop_spread: each batch's crop share is drawn from crop_fraction +- "

@@ -181,6 +181,44 @@ def test_stem_pools_time_per_block():
     assert shapes[1] == (501, (2, 128, 8, 32), [(2, 4), (2, 2), (2, 2)])
 
 
+@pytest.mark.parametrize("kind, peak", [("avg", 0.25), ("max", 1.0), ("avgmax", 1.25)])
+def test_stem_pooling_keeps_a_short_event_as_its_kind_says(kind, peak):
+    """model.stem_pool: one bright cell in a 2x2 window comes out averaged with its three quiet
+    neighbours (avg), whole (max), or as their sum (avgmax); odd edges still make a step."""
+    from soundformer.models.cnn import pooling_layer
+
+    x = torch.zeros(1, 1, 4, 5)
+    x[0, 0, 1, 2] = 1.0
+    y = pooling_layer(kind, (2, 2))(x)
+    assert y.shape == (1, 1, 2, 3)
+    assert y[0, 0, 0, 1].item() == pytest.approx(peak)
+    assert y.sum().item() == pytest.approx(peak)  # the event lands in one output cell only
+    with pytest.raises(ValueError, match="stem pooling must be one of avg, max, avgmax"):
+        pooling_layer("median", (2, 2))
+
+
+@pytest.mark.parametrize("name", ["logmel-transformer", "logmel-cnn"])
+@pytest.mark.parametrize("kind", ["max", "avgmax"])
+def test_stem_pool_changes_the_stem_not_its_shapes_or_size(name, kind):
+    """model.stem_pool reaches every stem block of both log-mel models; maps, token count and
+    parameters stay those of average pooling, and the model still exports."""
+    base = ["model.ensemble=[]"] if name == "logmel-transformer" else []
+    avg = build_model(load_config(name, base), 10).eval()
+    other = build_model(load_config(name, base + [f"model.stem_pool={kind}"]), 10).eval()
+    from soundformer.models.cnn import AvgMaxPool2d
+
+    expected = nn.MaxPool2d if kind == "max" else AvgMaxPool2d
+    assert all(isinstance(b.net[-1], expected) for b in other.stem.blocks)
+    assert all(isinstance(b.net[-1], nn.AvgPool2d) for b in avg.stem.blocks)
+    wav = torch.randn(2, 16000 * 5)
+    feats = avg.frontend(wav)
+    assert other.stem(feats).shape == avg.stem(feats).shape
+    assert count_parameters(other) == count_parameters(avg)
+    with torch.no_grad():
+        exported = torch.export.export(other, (wav,))
+        torch.testing.assert_close(exported.module()(wav), other(wav), atol=1e-4, rtol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["logmel-transformer", "logmel-cnn"])
 def test_strided_first_convolution_reads_a_finer_hop_into_the_same_map(name):
     """model.stem_stride=2 on a 10-ms hop: the first convolution steps 2 frames, so every later map

@@ -86,6 +86,7 @@ class ModelConfig:
     pool_time: list[int] = field(default_factory=lambda: [2])  # log-mel transformer stem: time pooling per conv block, one value for all or one per block (e.g. [4, 2, 2] for a finer hop)
     stem_double: bool = False  # log-mel stems: two convolutions per block instead of one
     stem_stride: int = 1  # log-mel stems: time stride of the first convolution (2 reads a 10-ms hop at the cost of a 20-ms one)
+    stem_pool: str = "avg"  # log-mel stems: pooling after each block, avg | max | avgmax (their sum: a texture's level and a short event's peak)
     max_tokens: int = 1024  # learned positions: table size
     ensemble: list[str] = field(default_factory=list)  # log-mel models: e.g. [log, pcen] = one complete model per compression (replaces features.compression), trained side by side, probabilities averaged; "modulation" adds a modulation_linear member; [] = one model
 
@@ -463,6 +464,8 @@ def validate(cfg: Config) -> None:
         raise SoundformerError(f"model.channels must be positive sizes, got {m.channels}")
     for key in ("dim", "depth", "heads", "mlp_dim", "max_tokens", "stem_stride"):
         positive(f"model.{key}", getattr(m, key))
+    if m.stem_pool not in ("avg", "max", "avgmax"):
+        raise SoundformerError(f"model.stem_pool must be avg, max or avgmax, got {m.stem_pool!r}")
     if not m.pool_time or any(p < 1 for p in m.pool_time) or len(m.pool_time) not in (1, len(m.channels)):
         raise SoundformerError(
             f"model.pool_time must be one pooling factor >= 1 for every stem block, or one per block "

@@ -33,10 +33,41 @@ class SeedConvStem(nn.Module):
         return self.net(x)  # (B, C, N / 8)
 
 
+class AvgMaxPool2d(nn.Module):
+    """Average plus maximum over each pooling window: the average keeps a texture's level, the
+    maximum keeps a short event's peak that averaging with its quiet neighbours would dilute."""
+
+    def __init__(self, pool: tuple[int, int]):
+        super().__init__()
+        self.avg = nn.AvgPool2d(pool, ceil_mode=True)
+        self.max = nn.MaxPool2d(pool, ceil_mode=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.avg(x) + self.max(x)  # (B, C, F / pool_f, T / pool_t)
+
+
+STEM_POOLS = ("avg", "max", "avgmax")
+
+
+def pooling_layer(kind: str, pool: tuple[int, int]) -> nn.Module:
+    """The stem's pooling over (freq, time): ``avg``, ``max`` or ``avgmax`` (their sum)."""
+    if pool == (1, 1):
+        return nn.Identity()
+    # ceil_mode: a map shorter than the pool (a very short clip) still yields one step
+    if kind == "avg":
+        return nn.AvgPool2d(pool, ceil_mode=True)
+    if kind == "max":
+        return nn.MaxPool2d(pool, ceil_mode=True)
+    if kind == "avgmax":
+        return AvgMaxPool2d(pool)
+    raise ValueError(f"stem pooling must be one of {', '.join(STEM_POOLS)}, got {kind!r}")
+
+
 class ConvBlock2d(nn.Module):
     """Conv3x3 + BN + ReLU (twice when ``double``), then pooling over (freq, time)."""
 
-    def __init__(self, *, c_in: int, c_out: int, pool: tuple[int, int], double: bool = False, stride_time: int = 1):
+    def __init__(self, *, c_in: int, c_out: int, pool: tuple[int, int], double: bool = False, stride_time: int = 1,
+                 pool_kind: str = "avg"):
         super().__init__()
         layers: list[nn.Module] = [
             nn.Conv2d(c_in, c_out, 3, stride=(1, stride_time), padding=1, bias=False),
@@ -44,8 +75,7 @@ class ConvBlock2d(nn.Module):
         ]
         if double:
             layers += [nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
-        # ceil_mode: a map shorter than the pool (a very short clip) still yields one step
-        layers.append(nn.AvgPool2d(pool, ceil_mode=True) if pool != (1, 1) else nn.Identity())
+        layers.append(pooling_layer(pool_kind, pool))
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,11 +90,12 @@ class LogMelConvStem(nn.Module):
     amplitude modulation (a helicopter's rotor), reach the first convolutions with the token
     count of a 20-ms hop: pooling ([4, 2, 2]) at about 1.8x its training time on a CPU (the first
     block's full-resolution maps dominate the step), a stride of 2 at about the same time. On
-    ESC-10 the finer hop did not raise accuracy (docs/RESULTS.md, "Ninth session").
+    ESC-10 the finer hop did not raise accuracy (docs/RESULTS.md, "Ninth session"). ``pool_kind``:
+    average (the default), maximum, or their sum (``avgmax``) over each pooling window.
     """
 
     def __init__(self, *, channels: list[int], pool_time: int | list[int], double: bool = False,
-                 in_channels: int = 1, stride_time: int = 1):
+                 in_channels: int = 1, stride_time: int = 1, pool_kind: str = "avg"):
         super().__init__()
         pools = [pool_time] if isinstance(pool_time, int) else list(pool_time)
         if len(pools) == 1:
@@ -74,7 +105,7 @@ class LogMelConvStem(nn.Module):
         blocks, c_in = [], in_channels
         for i, (c_out, pool) in enumerate(zip(channels, pools)):
             blocks.append(ConvBlock2d(c_in=c_in, c_out=c_out, pool=(2, pool), double=double,
-                                      stride_time=stride_time if i == 0 else 1))
+                                      stride_time=stride_time if i == 0 else 1, pool_kind=pool_kind))
             c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.out_channels = c_in
