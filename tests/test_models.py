@@ -14,6 +14,7 @@ from soundformer.evaluate import predict_clips
 from soundformer.features import LogMel, apply_mix, draw_mix, time_delta
 from soundformer.models import build_model, count_macs, count_parameters
 from soundformer.models.attention import MultiHeadSelfAttention
+from soundformer.models.cnn import AvgMaxPool2d, pooling_layer
 from soundformer.train import window_samples
 
 torch.set_num_threads(2)
@@ -185,8 +186,6 @@ def test_stem_pools_time_per_block():
 def test_stem_pooling_keeps_a_short_event_as_its_kind_says(kind, peak):
     """model.stem_pool: one bright cell in a 2x2 window comes out averaged with its three quiet
     neighbours (avg), whole (max), or as their sum (avgmax); odd edges still make a step."""
-    from soundformer.models.cnn import pooling_layer
-
     x = torch.zeros(1, 1, 4, 5)
     x[0, 0, 1, 2] = 1.0
     y = pooling_layer(kind, (2, 2))(x)
@@ -205,8 +204,6 @@ def test_stem_pool_changes_the_stem_not_its_shapes_or_size(name, kind):
     base = ["model.ensemble=[]"] if name == "logmel-transformer" else []
     avg = build_model(load_config(name, base), 10).eval()
     other = build_model(load_config(name, base + [f"model.stem_pool={kind}"]), 10).eval()
-    from soundformer.models.cnn import AvgMaxPool2d
-
     expected = nn.MaxPool2d if kind == "max" else AvgMaxPool2d
     assert all(isinstance(b.net[-1], expected) for b in other.stem.blocks)
     assert all(isinstance(b.net[-1], nn.AvgPool2d) for b in avg.stem.blocks)

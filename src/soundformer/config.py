@@ -22,6 +22,8 @@ import yaml
 
 from .errors import SoundformerError
 
+STEM_POOLS = ("avg", "max", "avgmax")  # model.stem_pool: the log-mel stems' pooling after each block
+
 
 @dataclass
 class DataConfig:
@@ -464,8 +466,9 @@ def validate(cfg: Config) -> None:
         raise SoundformerError(f"model.channels must be positive sizes, got {m.channels}")
     for key in ("dim", "depth", "heads", "mlp_dim", "max_tokens", "stem_stride"):
         positive(f"model.{key}", getattr(m, key))
-    if m.stem_pool not in ("avg", "max", "avgmax"):
-        raise SoundformerError(f"model.stem_pool must be avg, max or avgmax, got {m.stem_pool!r}")
+    if m.stem_pool not in STEM_POOLS:
+        raise SoundformerError(f"model.stem_pool must be {', '.join(STEM_POOLS[:-1])} or {STEM_POOLS[-1]}, "
+                               f"got {m.stem_pool!r}")
     if not m.pool_time or any(p < 1 for p in m.pool_time) or len(m.pool_time) not in (1, len(m.channels)):
         raise SoundformerError(
             f"model.pool_time must be one pooling factor >= 1 for every stem block, or one per block "

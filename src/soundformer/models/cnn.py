@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import STEM_POOLS
+
 
 class SeedConvStem(nn.Module):
     """The report's feature extractor: (B, 1, N) -> (B, C_last, N / 8).
@@ -44,9 +46,6 @@ class AvgMaxPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.avg(x) + self.max(x)  # (B, C, F / pool_f, T / pool_t)
-
-
-STEM_POOLS = ("avg", "max", "avgmax")
 
 
 def pooling_layer(kind: str, pool: tuple[int, int]) -> nn.Module:
