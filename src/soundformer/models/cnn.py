@@ -39,27 +39,24 @@ class AvgMaxPool2d(nn.Module):
     """Average plus maximum over each pooling window: the average keeps a texture's level, the
     maximum keeps a short event's peak that averaging with its quiet neighbours would dilute."""
 
-    def __init__(self, pool: tuple[int, int]):
+    def __init__(self, pool: tuple[int, int], ceil_mode: bool = False):
         super().__init__()
-        self.avg = nn.AvgPool2d(pool, ceil_mode=True)
-        self.max = nn.MaxPool2d(pool, ceil_mode=True)
+        self.avg = nn.AvgPool2d(pool, ceil_mode=ceil_mode)
+        self.max = nn.MaxPool2d(pool, ceil_mode=ceil_mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.avg(x) + self.max(x)  # (B, C, F / pool_f, T / pool_t)
 
 
+POOLING = {"avg": nn.AvgPool2d, "max": nn.MaxPool2d, "avgmax": AvgMaxPool2d}  # keys: config.STEM_POOLS
+
+
 def pooling_layer(kind: str, pool: tuple[int, int]) -> nn.Module:
     """The stem's pooling over (freq, time): ``avg``, ``max`` or ``avgmax`` (their sum)."""
-    if pool == (1, 1):
-        return nn.Identity()
+    if kind not in POOLING:
+        raise ValueError(f"stem pooling must be one of {', '.join(STEM_POOLS)}, got {kind!r}")
     # ceil_mode: a map shorter than the pool (a very short clip) still yields one step
-    if kind == "avg":
-        return nn.AvgPool2d(pool, ceil_mode=True)
-    if kind == "max":
-        return nn.MaxPool2d(pool, ceil_mode=True)
-    if kind == "avgmax":
-        return AvgMaxPool2d(pool)
-    raise ValueError(f"stem pooling must be one of {', '.join(STEM_POOLS)}, got {kind!r}")
+    return POOLING[kind](pool, ceil_mode=True) if pool != (1, 1) else nn.Identity()
 
 
 class ConvBlock2d(nn.Module):
