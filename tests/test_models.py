@@ -216,6 +216,44 @@ def test_stem_pool_changes_the_stem_not_its_shapes_or_size(name, kind):
         torch.testing.assert_close(exported.module()(wav), other(wav), atol=1e-4, rtol=1e-4)
 
 
+def test_member_stem_pools_give_each_member_its_own_pooling():
+    """model.member_stem_pools=[avg, avgmax]: the log-mel member keeps average pooling, the PCEN
+    member pools by average plus max; same initial weights as the preset for the same seed (pooling
+    has no parameters), so a run with it differs from the preset's in pooling alone."""
+    def pools(model):
+        return [{type(b.net[-1]) for b in member.stem.blocks} for member in model.models]
+
+    torch.manual_seed(3)
+    preset = build_model(load_config("logmel-transformer"), 10)
+    torch.manual_seed(3)
+    mixed = build_model(load_config("logmel-transformer", ["model.member_stem_pools=[avg,avgmax]"]), 10)
+    assert pools(preset) == [{nn.AvgPool2d}, {nn.AvgPool2d}]
+    assert pools(mixed) == [{nn.AvgPool2d}, {AvgMaxPool2d}]
+    for a, b in zip(preset.state_dict().values(), mixed.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    wav = torch.randn(2, 16000 * 5)
+    with torch.no_grad():
+        preset.eval(), mixed.eval()
+        assert torch.equal(preset.models[0](wav), mixed.models[0](wav))
+        assert not torch.allclose(preset.models[1](wav), mixed.models[1](wav))
+    cfg = load_config("logmel-transformer", ["model.member_stem_pools=[max,avg]"])  # in model.ensemble's order
+    assert pools(build_model(cfg, 10)) == [{nn.MaxPool2d}, {nn.AvgPool2d}]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["model.member_stem_pools=[avgmax]"], "one of avg, max, avgmax per member of model.ensemble=\\[log, pcen\\]"),
+    (["model.member_stem_pools=[avg,median]"], "per member"),
+    (["model.ensemble=[]", "model.member_stem_pools=[avg]"], "per member of model.ensemble=\\[\\]"),
+    (["model.stem_pool=max", "model.member_stem_pools=[avg,avgmax]"],
+     "model.stem_pool=max has no effect while model.member_stem_pools=\\[avg, avgmax\\]"),
+    (["model.ensemble=[log,modulation]", "model.member_stem_pools=[avg,max]"],
+     "the modulation member, which has no stem, pooling max: list avg for it"),
+])
+def test_member_stem_pools_need_one_pooling_per_member(bad, message):
+    with pytest.raises(SoundformerError, match=message):
+        load_config("logmel-transformer", bad)
+
+
 @pytest.mark.parametrize("name", ["logmel-transformer", "logmel-cnn"])
 def test_strided_first_convolution_reads_a_finer_hop_into_the_same_map(name):
     """model.stem_stride=2 on a 10-ms hop: the first convolution steps 2 frames, so every later map

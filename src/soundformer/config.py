@@ -89,6 +89,7 @@ class ModelConfig:
     stem_double: bool = False  # log-mel stems: two convolutions per block instead of one
     stem_stride: int = 1  # log-mel stems: time stride of the first convolution (2 reads a 10-ms hop at the cost of a 20-ms one)
     stem_pool: str = "avg"  # log-mel stems: pooling after each block, avg | max | avgmax (their sum: a texture's level and a short event's peak)
+    member_stem_pools: list[str] = field(default_factory=list)  # ensembles: one stem_pool per member of model.ensemble, in its order (e.g. [avg, avgmax]); [] = every member uses stem_pool
     max_tokens: int = 1024  # learned positions: table size
     ensemble: list[str] = field(default_factory=list)  # log-mel models: e.g. [log, pcen] = one complete model per compression (replaces features.compression), trained side by side, probabilities averaged; "modulation" adds a modulation_linear member; [] = one model
 
@@ -540,6 +541,19 @@ def validate(cfg: Config) -> None:
                 f"each member's front-end: set model.ensemble=[] for one {f.compression} model, or list "
                 f"{f.compression} in model.ensemble"
             )
+    if m.member_stem_pools:
+        listed = f"[{', '.join(m.member_stem_pools)}]"
+        if len(m.member_stem_pools) != len(m.ensemble) or any(p not in STEM_POOLS for p in m.member_stem_pools):
+            raise SoundformerError(
+                f"model.member_stem_pools={listed} needs one of {', '.join(STEM_POOLS)} per member of "
+                f"model.ensemble=[{', '.join(m.ensemble)}], in its order (e.g. [avg, avgmax]), or []")
+        if m.stem_pool != "avg":  # the default; anything else would be silently replaced
+            raise SoundformerError(f"model.stem_pool={m.stem_pool} has no effect while model.member_stem_pools={listed} "
+                                   f"gives each member its pooling: set model.stem_pool=avg, or model.member_stem_pools=[]")
+        stemless = [p for kind, p in zip(m.ensemble, m.member_stem_pools) if kind == MODULATION_MEMBER and p != "avg"]
+        if stemless:
+            raise SoundformerError(f"model.member_stem_pools={listed} gives the {MODULATION_MEMBER} member, which has "
+                                   f"no stem, pooling {stemless[0]}: list avg for it")
     if m.name == "modulation_linear" or MODULATION_MEMBER in m.ensemble:
         _check_modulation(f, a)
     compressions = [c for c in m.ensemble if c != MODULATION_MEMBER] or [f.compression]

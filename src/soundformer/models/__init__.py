@@ -240,13 +240,16 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
         raise SoundformerError(f"a classifier needs at least 2 classes, got {n_classes}")
     m, a, f = cfg.model, cfg.audio, cfg.features
     if m.ensemble:  # one member per front-end: the configured model per compression, or the modulation model
-        def member(kind: str) -> Config:
-            if kind == MODULATION_MEMBER:
-                return dataclasses.replace(cfg, model=dataclasses.replace(m, name="modulation_linear", ensemble=[]))
-            return dataclasses.replace(cfg, model=dataclasses.replace(m, ensemble=[]),
-                                       features=dataclasses.replace(f, compression=kind))
+        pools = m.member_stem_pools or [m.stem_pool] * len(m.ensemble)
 
-        return EnsembleClassifier(members=[build_model(member(kind), n_classes) for kind in m.ensemble])
+        def member(kind: str, pool: str) -> Config:
+            alone = dataclasses.replace(m, ensemble=[], member_stem_pools=[], stem_pool=pool)
+            if kind == MODULATION_MEMBER:
+                return dataclasses.replace(cfg, model=dataclasses.replace(alone, name="modulation_linear"))
+            return dataclasses.replace(cfg, model=alone, features=dataclasses.replace(f, compression=kind))
+
+        return EnsembleClassifier(members=[build_model(member(kind, pool), n_classes)
+                                           for kind, pool in zip(m.ensemble, pools)])
     if m.name == "modulation_linear":
         frontend = ModulationFrontEnd(sample_rate=a.sample_rate, bands=f.modulation_bands,
                                       bins=f.modulation_bins, window_seconds=f.modulation_window,
