@@ -224,16 +224,15 @@ def test_member_stem_pools_give_each_member_its_own_pooling():
         return [{type(b.net[-1]) for b in member.stem.blocks} for member in model.models]
 
     torch.manual_seed(3)
-    preset = build_model(load_config("logmel-transformer"), 10)
+    preset = build_model(load_config("logmel-transformer"), 10).eval()
     torch.manual_seed(3)
-    mixed = build_model(load_config("logmel-transformer", ["model.member_stem_pools=[avg,avgmax]"]), 10)
+    mixed = build_model(load_config("logmel-transformer", ["model.member_stem_pools=[avg,avgmax]"]), 10).eval()
     assert pools(preset) == [{nn.AvgPool2d}, {nn.AvgPool2d}]
     assert pools(mixed) == [{nn.AvgPool2d}, {AvgMaxPool2d}]
     for a, b in zip(preset.state_dict().values(), mixed.state_dict().values()):
         torch.testing.assert_close(a, b, atol=0, rtol=0)
     wav = torch.randn(2, 16000 * 5)
     with torch.no_grad():
-        preset.eval(), mixed.eval()
         assert torch.equal(preset.models[0](wav), mixed.models[0](wav))
         assert not torch.allclose(preset.models[1](wav), mixed.models[1](wav))
     cfg = load_config("logmel-transformer", ["model.member_stem_pools=[max,avg]"])  # in model.ensemble's order
