@@ -446,6 +446,13 @@ def validate(cfg: Config) -> None:
             raise SoundformerError(f"{key} must be {need}, got {value}")
 
     a, f, m, g, t = cfg.audio, cfg.features, cfg.model, cfg.augment, cfg.train
+
+    def one_per_member(key: str, values: list[str], allowed: tuple[str, ...], example: str) -> None:
+        """An ensemble's per-member list: one allowed entry per member of model.ensemble, in its order."""
+        if len(values) != len(m.ensemble) or any(v not in allowed for v in values):
+            raise SoundformerError(f"{key}=[{', '.join(values)}] needs one of {', '.join(allowed)} per member of "
+                                   f"model.ensemble=[{', '.join(m.ensemble)}], in its order (e.g. {example}), or []")
+
     positive("audio.sample_rate", a.sample_rate)
     positive("audio.window_seconds", a.window_seconds)
     positive("data.k_folds", cfg.data.k_folds)
@@ -542,18 +549,15 @@ def validate(cfg: Config) -> None:
                 f"{f.compression} in model.ensemble"
             )
     if m.member_stem_pools:
+        one_per_member("model.member_stem_pools", m.member_stem_pools, STEM_POOLS, "[avg, avgmax]")
         listed = f"[{', '.join(m.member_stem_pools)}]"
-        if len(m.member_stem_pools) != len(m.ensemble) or any(p not in STEM_POOLS for p in m.member_stem_pools):
-            raise SoundformerError(
-                f"model.member_stem_pools={listed} needs one of {', '.join(STEM_POOLS)} per member of "
-                f"model.ensemble=[{', '.join(m.ensemble)}], in its order (e.g. [avg, avgmax]), or []")
         if m.stem_pool != "avg":  # the default; anything else would be silently replaced
             raise SoundformerError(f"model.stem_pool={m.stem_pool} has no effect while model.member_stem_pools={listed} "
                                    f"gives each member its pooling: set model.stem_pool=avg, or model.member_stem_pools=[]")
-        stemless = [p for kind, p in zip(m.ensemble, m.member_stem_pools) if kind == MODULATION_MEMBER and p != "avg"]
-        if stemless:
-            raise SoundformerError(f"model.member_stem_pools={listed} gives the {MODULATION_MEMBER} member, which has "
-                                   f"no stem, pooling {stemless[0]}: list avg for it")
+        for kind, pool in zip(m.ensemble, m.member_stem_pools):
+            if kind == MODULATION_MEMBER and pool != "avg":
+                raise SoundformerError(f"model.member_stem_pools={listed} gives the {MODULATION_MEMBER} member, which "
+                                       f"has no stem, pooling {pool}: list avg for it")
     if m.name == "modulation_linear" or MODULATION_MEMBER in m.ensemble:
         _check_modulation(f, a)
     compressions = [c for c in m.ensemble if c != MODULATION_MEMBER] or [f.compression]
@@ -598,12 +602,8 @@ def validate(cfg: Config) -> None:
     if not 0 < t.eval_hop <= 1:
         raise SoundformerError(f"train.eval_hop must be in (0, 1], got {t.eval_hop}")
     if g.member_mixup_domains:
-        listed = f"[{', '.join(g.member_mixup_domains)}]"
-        domains = CHOICES["augment.mixup_domain"]
-        if len(g.member_mixup_domains) != len(m.ensemble) or any(d not in domains for d in g.member_mixup_domains):
-            raise SoundformerError(
-                f"augment.member_mixup_domains={listed} needs one of {', '.join(domains)} per member of "
-                f"model.ensemble=[{', '.join(m.ensemble)}], in its order (e.g. [waveform, features]), or []")
+        one_per_member("augment.member_mixup_domains", g.member_mixup_domains, CHOICES["augment.mixup_domain"],
+                       "[waveform, features]")
         if not g.mixup_alpha:
             raise SoundformerError("augment.member_mixup_domains says where each member mixes its examples, but "
                                    "mixup is off: set augment.mixup_alpha > 0 (e.g. 0.4) or member_mixup_domains=[]")
