@@ -50,6 +50,9 @@ def test_overrides_are_typed():
     ("model.pool_time=[4,2]", "model.pool_time must be one pooling factor >= 1 for every stem block, or one per block (3"),
     ("model.pool_time=0", "model.pool_time must be one pooling factor"),
     ("model.stem_stride=0", "model.stem_stride must be > 0"),
+    ("model.stem_kernel_time=4", "model.stem_kernel_time is the first stem convolution's length in frames, an odd "
+     "number >= 1 (so the map keeps its length; 3 = the default), got 4"),
+    ("model.stem_kernel_time=0", "model.stem_kernel_time is the first stem convolution's length in frames"),
     ("model.stem_pool=median", "model.stem_pool must be avg, max or avgmax, got 'median'"),
     ("augment.crop_fraction=1.2", "augment.crop_fraction is the share of the window each training crop keeps, in (0, 1]"),
     ("augment.crop_fraction=0", "augment.crop_fraction is the share of the window each training crop keeps, in (0, 1]"),

@@ -254,6 +254,28 @@ def test_member_stem_pools_need_one_pooling_per_member(bad, message):
 
 
 @pytest.mark.parametrize("name", ["logmel-transformer", "logmel-cnn"])
+def test_stem_kernel_time_lengthens_the_first_convolution_only(name):
+    """model.stem_kernel_time=9: the first convolution spans 3 bins by 9 frames (padded to keep the
+    map's length), every later one stays 3x3; maps and token count unchanged, 6 more weights per
+    filter of the first convolution, and the model still exports."""
+    base = ["model.ensemble=[]"] if name == "logmel-transformer" else []
+    short = build_model(load_config(name, base), 10).eval()
+    long = build_model(load_config(name, base + ["model.stem_kernel_time=9"]), 10).eval()
+    first = long.stem.blocks[0].net[0]
+    assert first.kernel_size == (3, 9) and first.padding == (1, 4)
+    assert all(b.net[0].kernel_size == (3, 3) for b in long.stem.blocks[1:])
+    assert short.stem.blocks[0].net[0].kernel_size == (3, 3)
+    wav = torch.randn(2, 16000 * 5)
+    feats = short.frontend(wav)
+    assert long.stem(feats).shape == short.stem(feats).shape
+    extra = count_parameters(long)[0] - count_parameters(short)[0]
+    assert extra == first.out_channels * first.in_channels * 3 * 6
+    with torch.no_grad():
+        exported = torch.export.export(long, (wav,))
+        torch.testing.assert_close(exported.module()(wav), long(wav), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["logmel-transformer", "logmel-cnn"])
 def test_strided_first_convolution_reads_a_finer_hop_into_the_same_map(name):
     """model.stem_stride=2 on a 10-ms hop: the first convolution steps 2 frames, so every later map
     (and the token count) is that of the 20-ms hop, and the MACs barely change."""

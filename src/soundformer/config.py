@@ -88,6 +88,7 @@ class ModelConfig:
     pool_time: list[int] = field(default_factory=lambda: [2])  # log-mel transformer stem: time pooling per conv block, one value for all or one per block (e.g. [4, 2, 2] for a finer hop)
     stem_double: bool = False  # log-mel stems: two convolutions per block instead of one
     stem_stride: int = 1  # log-mel stems: time stride of the first convolution (2 reads a 10-ms hop at the cost of a 20-ms one)
+    stem_kernel_time: int = 3  # log-mel stems: the first convolution's length in frames (odd; 3 = 60 ms at a 20-ms hop, 9 = 180 ms: long enough to tune to a 10-20-Hz beat such as a rotor's)
     stem_pool: str = "avg"  # log-mel stems: pooling after each block, avg | max | avgmax (their sum: a texture's level and a short event's peak)
     member_stem_pools: list[str] = field(default_factory=list)  # ensembles: one stem_pool per member of model.ensemble, in its order (e.g. [avg, avgmax]); [] = every member uses stem_pool
     max_tokens: int = 1024  # learned positions: table size
@@ -474,6 +475,9 @@ def validate(cfg: Config) -> None:
         raise SoundformerError(f"model.channels must be positive sizes, got {m.channels}")
     for key in ("dim", "depth", "heads", "mlp_dim", "max_tokens", "stem_stride"):
         positive(f"model.{key}", getattr(m, key))
+    if m.stem_kernel_time < 1 or m.stem_kernel_time % 2 == 0:
+        raise SoundformerError(f"model.stem_kernel_time is the first stem convolution's length in frames, an odd "
+                               f"number >= 1 (so the map keeps its length; 3 = the default), got {m.stem_kernel_time}")
     if m.stem_pool not in STEM_POOLS:
         raise SoundformerError(f"model.stem_pool must be {', '.join(STEM_POOLS[:-1])} or {STEM_POOLS[-1]}, "
                                f"got {m.stem_pool!r}")

@@ -150,11 +150,12 @@ class LogMelCNN(AudioClassifier):
     uses_logmel = any_length = True
 
     def __init__(self, *, frontend: LogMelFrontEnd, channels, dropout, n_classes, double: bool = False,
-                 stride_time: int = 1, pool_kind: str = "avg"):
+                 stride_time: int = 1, pool_kind: str = "avg", first_kernel_time: int = 3):
         super().__init__()
         self.frontend = frontend
         self.stem = LogMelConvStem(channels=channels, pool_time=2, double=double, stride_time=stride_time,
-                                   in_channels=frontend.logmel.channels, pool_kind=pool_kind)
+                                   in_channels=frontend.logmel.channels, pool_kind=pool_kind,
+                                   first_kernel_time=first_kernel_time)
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.stem.out_channels, n_classes)
 
@@ -171,11 +172,13 @@ class LogMelTransformer(AudioClassifier):
 
     def __init__(self, *, frontend: LogMelFrontEnd, n_mels, channels, pool_time, stem_double, n_classes,
                  dim, depth, heads, mlp_dim, dropout, attn_dropout, drop_path, norm_first, positions,
-                 max_tokens, fused, stem_stride: int = 1, readout: str = "cls", stem_pool: str = "avg"):
+                 max_tokens, fused, stem_stride: int = 1, readout: str = "cls", stem_pool: str = "avg",
+                 stem_kernel_time: int = 3):
         super().__init__()
         self.frontend = frontend
         self.stem = LogMelConvStem(channels=channels, pool_time=pool_time, double=stem_double, stride_time=stem_stride,
-                                   in_channels=frontend.logmel.channels, pool_kind=stem_pool)
+                                   in_channels=frontend.logmel.channels, pool_kind=stem_pool,
+                                   first_kernel_time=stem_kernel_time)
         freq_bins = max(1, n_mels // self.stem.freq_reduction)
         self.to_tokens = nn.Linear(self.stem.out_channels * freq_bins, dim)
         self.encoder = CLSEncoder(dim=dim, depth=depth, heads=heads, mlp_dim=mlp_dim, dropout=dropout,
@@ -273,10 +276,11 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
                               delta_width=f.delta_width)
     if m.name == "logmel_cnn":
         return LogMelCNN(frontend=frontend, channels=m.channels, dropout=m.dropout, n_classes=n_classes,
-                         double=m.stem_double, stride_time=m.stem_stride, pool_kind=m.stem_pool)
+                         double=m.stem_double, stride_time=m.stem_stride, pool_kind=m.stem_pool,
+                         first_kernel_time=m.stem_kernel_time)
     return LogMelTransformer(frontend=frontend, n_mels=f.n_mels, channels=m.channels,
                              pool_time=m.pool_time, stem_double=m.stem_double, stem_stride=m.stem_stride,
-                             stem_pool=m.stem_pool,
+                             stem_pool=m.stem_pool, stem_kernel_time=m.stem_kernel_time,
                              n_classes=n_classes, **enc)
 
 
