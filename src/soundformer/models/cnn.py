@@ -90,8 +90,9 @@ class LogMelConvStem(nn.Module):
     ESC-10 the finer hop did not raise accuracy (docs/RESULTS.md, "Ninth session"). ``pool_kind``:
     average (the default), maximum, or their sum (``avgmax``) over each pooling window.
     ``first_kernel_time``: the first convolution's length in frames (odd; the others are 3x3). At a
-    20-ms hop, 3 frames (60 ms) cannot tell a steady beat from random flicker; 9 (180 ms) holds two
-    periods of a 12-Hz rotor beat, so one filter can be tuned to it before the pooling aliases it.
+    20-ms hop, 3 frames (60 ms) see less than one period of a 12-Hz rotor beat, 9 (180 ms) two, long
+    enough for a filter tuned to the beat before the pooling aliases it; on ESC-10 it did not help
+    (docs/RESULTS.md, "Fifty-first session").
     """
 
     def __init__(self, *, channels: list[int], pool_time: int | list[int], double: bool = False,
