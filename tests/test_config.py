@@ -61,6 +61,12 @@ def test_overrides_are_typed():
     ("augment.crop_spread=-0.1", "augment.crop_spread: each batch's crop share"),
     ("augment.crop_min_energy=1", "augment.crop_min_energy is the least share of the loudest crop's energy a "
      "training crop must hold, in [0, 1) (0 = any crop), got 1"),
+    ("augment.member_crops=true model.ensemble=[]", "augment.member_crops gives each member of an ensemble its own "
+     "random training crop, so it needs two or more members in model.ensemble, augment.crop_fraction < 1, "
+     "augment.random_crop=true and augment.crop_min_energy=0 (got ensemble=[], crop_fraction=0.6, random_crop=true, "
+     "crop_min_energy=0); or set augment.member_crops=false"),
+    ("augment.member_crops=true augment.crop_fraction=1", "(got ensemble=[log, pcen], crop_fraction=1,"),
+    ("augment.member_crops=true augment.crop_min_energy=0.25", "crop_min_energy=0.25); or set augment.member_crops=false"),
     ("train.eval_crops=-1", "train.eval_crops must be >= 0"),
     ("augment.lowpass_prob=1.5", "augment.lowpass_prob is the share of training examples band-limited, in [0, 1]"),
     ("augment.lowpass_prob=0.5 augment.lowpass_min_hz=9000", "augment.lowpass_min_hz is the lowest cutoff of the "

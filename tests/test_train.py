@@ -372,6 +372,39 @@ def test_crop_spread_draws_one_crop_length_per_batch(tiny_esc10, tmp_path, monke
     assert len(set(lengths["model"])) >= 3  # a length drawn for each batch
 
 
+@pytest.mark.parametrize("member_crops", [False, True])
+def test_member_crops_give_each_member_its_own_crop(tiny_esc10, tmp_path, monkeypatch, member_crops):
+    import soundformer.train as train_module
+
+    seen = {"loader": set(), "members": []}  # members: per training step, the waveforms each member heard
+    step_forward = train_module.TrainStep.forward
+
+    def recording_step(self, wav, target):
+        seen["loader"].add(wav.shape[-1])
+        seen["members"].append([])
+        return step_forward(self, wav, target)
+
+    frontend_forward = train_module.StandardisedFrontEnd.forward
+
+    def recording_frontend(self, wav, *args, **kwargs):
+        if torch.is_grad_enabled():  # training steps (evaluation runs without gradients)
+            seen["members"][-1].append(wav.detach().clone())
+        return frontend_forward(self, wav, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.TrainStep, "forward", recording_step)
+    monkeypatch.setattr(train_module.StandardisedFrontEnd, "forward", recording_frontend)
+    cfg = tiny_cfg("augment.crop_fraction=0.5", f"augment.member_crops={str(member_crops).lower()}", "train.epochs=2")
+    m = load_manifest(tiny_esc10)
+    run_job(cfg, m, one_job(m, cfg), tmp_path / "r", progress=False)
+    rate = cfg.audio.sample_rate  # 0.5-s windows, 0.25-s crops
+    assert seen["loader"] == {rate // 2 if member_crops else rate // 4}  # whole windows, or the crops themselves
+    steps = seen["members"]
+    assert steps and all(len(heard) == 2 for heard in steps)  # the log and the PCEN member
+    assert all(x.shape[-1] == rate // 4 for heard in steps for x in heard)
+    same = [torch.equal(log_heard, pcen_heard) for log_heard, pcen_heard in steps]
+    assert not any(same) if member_crops else all(same)
+
+
 def test_crop_min_energy_reaches_the_training_crops(tiny_esc10, tmp_path, monkeypatch):
     import soundformer.train as train_module
 

@@ -100,6 +100,7 @@ class AugmentConfig:
     random_crop: bool = True  # random window position in training (a time shift)
     crop_fraction: float = 1.0  # log-mel models: train on random crops of this share of the window (0.6 = 3 s of 5); evaluation sees whole windows; 1 = whole windows
     crop_min_energy: float = 0.0  # a training crop must hold at least this share of the energy of its clip's loudest crop (no crops of padding silence alone under an event's label; with crop_spread, of the loader's longest crop); 0 = any start
+    member_crops: bool = False  # ensembles with crop_fraction < 1: each member trains on its own random crop of the batch's windows (the loader gives whole windows, each member cuts its own), so the members hear different parts of a clip in a step; false = one crop for every member
     crop_spread: float = 0.0  # each training batch draws its crops' share uniformly from crop_fraction +- crop_spread (same mean work per step; 0.6 +- 0.3 = 1.5-4.5 s of 5); 0 = every crop is crop_fraction
     gain_db: float = 0.0  # random gain in +-gain_db
     time_shift: float = 0.0  # random circular shift of each window, up to this fraction of it
@@ -518,6 +519,13 @@ def validate(cfg: Config) -> None:
         raise SoundformerError(f"augment.crop_min_energy chooses where random training crops start, so it needs "
                                f"augment.crop_fraction < 1 and augment.random_crop=true (got crop_fraction="
                                f"{g.crop_fraction:g}, random_crop={str(g.random_crop).lower()}); or set crop_min_energy=0")
+    if g.member_crops and (len(m.ensemble) < 2 or g.crop_fraction == 1 or not g.random_crop or g.crop_min_energy):
+        raise SoundformerError(f"augment.member_crops gives each member of an ensemble its own random training crop, so it "
+                               f"needs two or more members in model.ensemble, augment.crop_fraction < 1, "
+                               f"augment.random_crop=true and augment.crop_min_energy=0 (got ensemble="
+                               f"[{', '.join(m.ensemble)}], crop_fraction={g.crop_fraction:g}, random_crop="
+                               f"{str(g.random_crop).lower()}, crop_min_energy={g.crop_min_energy:g}); "
+                               f"or set augment.member_crops=false")
     if g.crop_fraction < 1 and not needs_logmel:
         raise SoundformerError(f"augment.crop_fraction needs a model that takes any input length (the log-mel "
                                f"models); model.name={m.name} takes whole windows only: set augment.crop_fraction=1")

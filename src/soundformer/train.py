@@ -257,6 +257,8 @@ class TrainStep(torch.nn.Module):
     member its own mixup domain: a ``waveform`` member hears its own mixture of the batch's
     sounds, a ``features`` member mixes its own features. With ``augment.cutmix_prob`` = P each
     member's batch is, with probability P (drawn per member), mixed by ``time_cutmix`` instead.
+    With ``augment.member_crops`` each member cuts its own random crops of the batch's windows
+    (otherwise one crop of each window serves every member).
     """
 
     def __init__(self, model: AudioClassifier, cfg: Config):
@@ -270,17 +272,17 @@ class TrainStep(torch.nn.Module):
         domains = a.member_mixup_domains or [a.mixup_domain] * len(model.members())
         self.domains = [None] * len(domains) if self.shared_waveform_mix else domains
         # augment.crop_spread: each batch is cut to a length drawn between the shortest and the
-        # longest crop (None: the loader's crops as they are)
+        # longest crop; augment.member_crops: the loader gives whole windows and each member cuts
+        # its own crops (None: the loader's crops as they are)
         shortest, longest = crop_length_range(window_samples(cfg), a.crop_fraction, a.crop_spread)
-        self.crop_lengths = (shortest, longest) if shortest < longest else None
+        self.crop_lengths = (shortest, longest) if shortest < longest or a.member_crops else None
         self.sample_rate = cfg.audio.sample_rate
         self.lowpass_top = band_top(cfg)  # of the fitted band
 
     def forward(self, wav: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a = self.aug
-        if self.crop_lengths:
-            shortest, longest = self.crop_lengths
-            wav = random_crops(wav, length=int(torch.randint(shortest, longest + 1, ()).item()))
+        if not a.member_crops:  # one crop of each window for every member
+            wav = self.crop(wav)
         if a.gain_db:
             wav = random_gain(wav, max_db=a.gain_db)
         if a.time_shift:
@@ -302,9 +304,19 @@ class TrainStep(torch.nn.Module):
             loss = loss + self.mutual * mutual_kl([logits for logits, _ in outputs])
         return loss, *outputs[0]  # (), (B, C), (B, C)
 
+    def crop(self, wav: torch.Tensor) -> torch.Tensor:
+        """(B, N) -> (B, L): each window cut at its own random start, to one length per call
+        drawn between the shortest and the longest crop (as it is when nothing is left to cut)."""
+        if not self.crop_lengths:
+            return wav
+        shortest, longest = self.crop_lengths
+        return random_crops(wav, length=int(torch.randint(shortest, longest + 1, ()).item()))
+
     def member_forward(self, model: AudioClassifier, wav: torch.Tensor, target: torch.Tensor,
                        shared_mix: tuple[torch.Tensor, torch.Tensor] | None = None, domain: str | None = "features"):
         a = self.aug
+        if a.member_crops:  # this member's own crops of the (mixed) whole windows
+            wav = self.crop(wav)
         if a.mixup_alpha and domain == "waveform":  # this member's own mixture
             wav, target = mix_waveforms(wav, target, alpha=a.mixup_alpha)
         feats = model.frontend(wav)
@@ -426,7 +438,9 @@ def run_job(
         data["train"].audio, data["train"].labels.tolist(), window=window,
         windows_per_clip=t.windows_per_clip, random_crop=cfg.augment.random_crop,
         short_policy=cfg.audio.short_policy,
-        crop=crop_length_range(window, cfg.augment.crop_fraction, cfg.augment.crop_spread)[1],  # TrainStep cuts shorter
+        # TrainStep cuts shorter; with member_crops, each member cuts its own crops of whole windows
+        crop=None if cfg.augment.member_crops else crop_length_range(window, cfg.augment.crop_fraction,
+                                                                     cfg.augment.crop_spread)[1],
         min_energy=cfg.augment.crop_min_energy,
     )
     # drop a ragged last batch of one example: BatchNorm cannot train on a single example
