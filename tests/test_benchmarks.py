@@ -218,6 +218,27 @@ def test_crop_speed_times_each_length_policy_over_the_same_range():
     assert bad.returncode == 2 and "leaves (0, 1]" in bad.stderr
 
 
+def test_variant_speed_times_each_variant_on_the_input_training_feeds_it():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    try:
+        import variant_speed
+    finally:
+        sys.path.remove(str(ROOT / "benchmarks"))
+    window = ["audio.window_seconds=0.5"]  # 8,000 samples at 16 kHz; the preset crops 0.6 of it
+    assert variant_speed.input_length(load_config("logmel-transformer", window)) == 4800
+    assert variant_speed.input_length(load_config("logmel-transformer", window + ["augment.member_crops=true"])) == 8000
+    tiny = window + ["model.dim=32", "model.depth=1", "model.heads=2", "model.mlp_dim=32", "model.channels=[8,16]"]
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "variant_speed.py"), "--steps", "1", "--rounds", "1",
+                          "--batch", "2", "--threads", "1", *[a for o in tiny for a in ("--set", o)],
+                          "--variant", "crops", "augment.member_crops=true", "--variant", "deeper", "model.depth=2"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines()[1:]]
+    assert [r[0] for r in rows] == ["preset:", "crops:", "deeper:"]
+    assert rows[0][-4:] == ["1.00x", "(as", "it", "is)"]
+    assert rows[1][-1] == "(augment.member_crops=true)" and rows[2][-1] == "(model.depth=2)"
+
+
 def run_smoke(script: str, tmp_path: Path, *args: str, **env: str) -> None:
     """Run a GPU benchmark script on the CPU in its SMOKE mode; it must exit 0."""
     env = {**os.environ, "SMOKE": "1", "PYTHON": sys.executable, "SOUNDFORMER_CACHE": str(tmp_path / "cache"), **env}
