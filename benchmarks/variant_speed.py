@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 from common import build
 
+from soundformer.config import load_config
+from soundformer.errors import SoundformerError
 from soundformer.evaluate import crop_length
 from soundformer.runtime import place_model
 from soundformer.train import TrainStep, make_optimizer, window_samples
@@ -72,8 +74,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="for every variant")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    names = [v[0] for v in args.variant]
+    if "preset" in names or len(set(names)) < len(names):
+        ap.error(f"variant names must differ from each other and from 'preset', got {' '.join(names)}")
     variants = {"preset": []} | {v[0]: v[1:] for v in args.variant}
+    for name, overrides in variants.items():  # every setting checked before any timing
+        try:
+            load_config(args.preset, args.set + overrides)
+        except SoundformerError as e:
+            ap.error(f"{name}: {e}")
+    torch.set_num_threads(args.threads)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(args.rounds + 1):  # round 0 warms the process up (the first model pays for it) and is dropped
         for name, overrides in variants.items():

@@ -237,6 +237,11 @@ def test_variant_speed_times_each_variant_on_the_input_training_feeds_it():
     assert [r[0] for r in rows] == ["preset:", "crops:", "deeper:"]
     assert rows[0][-4:] == ["1.00x", "(as", "it", "is)"]
     assert rows[1][-1] == "(augment.member_crops=true)" and rows[2][-1] == "(model.depth=2)"
+    for variant, message in ((["wide", "model.heads=3"], "wide: model.dim=128 is not divisible by model.heads=3"),
+                             (["preset", "model.depth=2"], "variant names must differ")):
+        bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "variant_speed.py"), "--variant", *variant],
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
 
 
 def run_smoke(script: str, tmp_path: Path, *args: str, **env: str) -> None:
