@@ -2,9 +2,9 @@
 
 Each variant is a name and ``--set`` overrides. For each, the real training step
 (``soundformer.train.TrainStep`` forward, backward and AdamW; the model placed as training places
-it) runs on a batch of random audio of the length training feeds it: the training crop
-(``augment.crop_fraction`` of the window), or whole windows with ``augment.member_crops`` (each
-member then cuts its own crops). Variants run in turn for ``--rounds`` rounds, so that a drifting
+it) runs on a batch of random audio of the length the training loader gives it
+(``soundformer.train.loader_length``: the training crop, or whole windows with
+``augment.member_crops``, each member then cutting its own crops). Variants run in turn for ``--rounds`` rounds, so that a drifting
 machine affects them alike, after one untimed round (the process's first model pays for warming it
 up); each round times ``--steps`` steps after two warm-up steps. Prints the
 median and mean step time per variant and its ratio to the first (the preset as it is).
@@ -31,16 +31,8 @@ from common import build
 
 from soundformer.config import load_config
 from soundformer.errors import SoundformerError
-from soundformer.evaluate import crop_length
 from soundformer.runtime import place_model
-from soundformer.train import TrainStep, make_optimizer, window_samples
-
-
-def input_length(cfg) -> int:
-    """Samples per training example as the loader gives them: whole windows with
-    ``augment.member_crops`` (each member cuts its own crops), else the training crop."""
-    window = window_samples(cfg)
-    return window if cfg.augment.member_crops else crop_length(window, cfg.augment.crop_fraction)
+from soundformer.train import TrainStep, loader_length, make_optimizer
 
 
 def time_steps(preset: str, overrides: list[str], *, batch: int, steps: int, seed: int = 0) -> list[float]:
@@ -48,7 +40,7 @@ def time_steps(preset: str, overrides: list[str], *, batch: int, steps: int, see
     cfg, model = build(preset, overrides)
     place_model(model, torch.device("cpu"))
     step, optimizer = TrainStep(model, cfg), make_optimizer(cfg, model)
-    wav = torch.randn(batch, input_length(cfg)) * 0.1  # (B, N)
+    wav = torch.randn(batch, loader_length(cfg)) * 0.1  # (B, N)
     n_classes = 10
     target = F.one_hot(torch.randint(0, n_classes, (batch,)), n_classes).float()  # (B, C)
     times = []

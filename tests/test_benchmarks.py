@@ -219,14 +219,11 @@ def test_crop_speed_times_each_length_policy_over_the_same_range():
 
 
 def test_variant_speed_times_each_variant_on_the_input_training_feeds_it():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import variant_speed
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    from soundformer.train import loader_length
+
     window = ["audio.window_seconds=0.5"]  # 8,000 samples at 16 kHz; the preset crops 0.6 of it
-    assert variant_speed.input_length(load_config("logmel-transformer", window)) == 4800
-    assert variant_speed.input_length(load_config("logmel-transformer", window + ["augment.member_crops=true"])) == 8000
+    assert loader_length(load_config("logmel-transformer", window)) == 4800
+    assert loader_length(load_config("logmel-transformer", window + ["augment.member_crops=true"])) == 8000
     tiny = window + ["model.dim=32", "model.depth=1", "model.heads=2", "model.mlp_dim=32", "model.channels=[8,16]"]
     out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "variant_speed.py"), "--steps", "1", "--rounds", "1",
                           "--batch", "2", "--threads", "1", *[a for o in tiny for a in ("--set", o)],

@@ -97,6 +97,15 @@ def window_samples(cfg: Config) -> int:
     return int(round(cfg.audio.window_seconds * cfg.audio.sample_rate))
 
 
+def loader_length(cfg: Config) -> int:
+    """Samples per training example as the loader gives them to ``TrainStep``: whole windows with
+    ``augment.member_crops`` (each member cuts its own crops), else the longest training crop
+    (``TrainStep`` cuts each batch shorter with ``augment.crop_spread``)."""
+    window = window_samples(cfg)
+    a = cfg.augment
+    return window if a.member_crops else crop_length_range(window, a.crop_fraction, a.crop_spread)[1]
+
+
 def fit_bandwidth(cfg: Config, train_items: list[Item], log: Callable[[str], None]) -> Config:
     """``features.fit_bandwidth``: a copy of ``cfg`` whose mel bands stop at half the native
     sample rate that 90 % of the training clips reach (their 10th percentile), where that is
@@ -438,9 +447,7 @@ def run_job(
         data["train"].audio, data["train"].labels.tolist(), window=window,
         windows_per_clip=t.windows_per_clip, random_crop=cfg.augment.random_crop,
         short_policy=cfg.audio.short_policy,
-        # TrainStep cuts shorter; with member_crops, each member cuts its own crops of whole windows
-        crop=None if cfg.augment.member_crops else crop_length_range(window, cfg.augment.crop_fraction,
-                                                                     cfg.augment.crop_spread)[1],
+        crop=loader_length(cfg),
         min_energy=cfg.augment.crop_min_energy,
     )
     # drop a ragged last batch of one example: BatchNorm cannot train on a single example
