@@ -113,6 +113,28 @@ def test_pcen_matches_librosa_on_a_sound_that_changes_level():
     assert logmel[:, 150:195].mean() - logmel[:, 40:90].mean() > 4  # log-mel keeps it: 20 dB = 4.6 nepers
 
 
+def test_pcen_parameters_reach_the_frontend_and_match_librosa():
+    """features.pcen_*: librosa.pcen's time constant, gain, bias and power, for every PCEN front end."""
+    rng = np.random.default_rng(2)
+    t = np.arange(16000 * 4) / 16000
+    y = (rng.standard_normal(t.size) * np.where(t < 1.5, 0.01, 0.1)).astype(np.float32)
+    mel = librosa.feature.melspectrogram(y=y, sr=16000, n_fft=1024, hop_length=320, n_mels=64,
+                                         center=True, pad_mode="constant", power=2.0)
+    settings = dict(time_constant=0.06, gain=0.8, bias=10.0, power=0.25)  # Lostanlen et al.'s outdoor values
+    ref = librosa.pcen(mel * LogMel.PCEN_SCALE, sr=16000, hop_length=320, **settings)
+    cfg = load_config("logmel-transformer", [f"features.pcen_{k}={v}" for k, v in settings.items()])
+    pcen_member = build_model(cfg, 10).members()[1].frontend.logmel
+    ours = pcen_member(torch.from_numpy(y)[None])[0].numpy()
+    # a 60-ms smoother forgets its start within 20 frames; compare after that
+    np.testing.assert_allclose(ours[:, 20:], ref[:, 20:], rtol=2e-3, atol=2e-3 * ref.max())
+    default = build_model(load_config("logmel-transformer"), 10).members()[1].frontend.logmel
+    assert np.abs(default(torch.from_numpy(y)[None])[0].numpy()[:, 20:] - ours[:, 20:]).mean() > 0.1
+    for bad, name in (("features.pcen_time_constant=0", "pcen_time_constant"), ("features.pcen_gain=1.5", "pcen_gain"),
+                      ("features.pcen_power=-1", "pcen_power"), ("features.pcen_bias=0", "pcen_bias")):
+        with pytest.raises(SoundformerError, match=name):
+            load_config("logmel-transformer", [bad])
+
+
 def test_pcen_config_is_checked_and_builds_a_pcen_frontend():
     cfg = load_config("logmel-transformer", ["model.ensemble=[]", "features.compression=pcen"])
     model = build_model(cfg, 10)

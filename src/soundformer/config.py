@@ -59,6 +59,13 @@ class FeatureConfig:
     # 0 = off; an odd frame count >= 3 (librosa.feature.delta's width): each compressed channel is
     # followed by its time derivative, a least-squares slope over that many frames
     delta_width: int = 0
+    # PCEN (compression pcen / log+pcen, or the "pcen" member of model.ensemble): librosa.pcen's
+    # parameters and defaults. The smoother's time constant sets which loudness changes count as
+    # background (divided out) and which as events; gain is how much of that level is divided out
+    pcen_time_constant: float = 0.4  # seconds
+    pcen_gain: float = 0.98  # 0 (nothing divided out) .. 1
+    pcen_bias: float = 2.0
+    pcen_power: float = 0.5  # the root that compresses the normalised energy
     normalize: bool = True  # per-mel-bin mean/std from the training data
     # the modulation model (model.name=modulation_linear, or "modulation" in model.ensemble)
     modulation_bands: int = 16  # mel bands whose loudness envelopes are analysed
@@ -467,6 +474,12 @@ def validate(cfg: Config) -> None:
         raise SoundformerError(f"features.delta_width must be 0 (off) or an odd number of frames >= 3 "
                                f"(e.g. 9), got {f.delta_width}")
     positive("features.f_max", f.f_max, allow_zero=True)
+    positive("features.pcen_time_constant", f.pcen_time_constant)
+    positive("features.pcen_bias", f.pcen_bias)
+    positive("features.pcen_power", f.pcen_power)
+    if not 0 <= f.pcen_gain <= 1:
+        raise SoundformerError(f"features.pcen_gain must be between 0 (no level divided out) and 1 (all of it), "
+                               f"got {f.pcen_gain}; librosa's default is 0.98")
     if f.f_max and f.f_max > a.sample_rate / 2:
         raise SoundformerError(
             f"features.f_max={f.f_max} is above the Nyquist frequency {a.sample_rate / 2} "

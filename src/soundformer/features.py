@@ -66,7 +66,8 @@ class LogMel(nn.Module):
     scaled by ``PCEN_SCALE`` (2**31, librosa's advice for audio in [-1, 1]) instead of the log;
     with ``"log+pcen"``, both stacked: (B, 2, n_mels, T). With ``delta_width`` (odd, >= 3; 0 = off)
     each of those channels is followed by its ``time_delta``: (B, 2, n_mels, T) for one
-    compression, (B, 4, n_mels, T) for both.
+    compression, (B, 4, n_mels, T) for both. ``pcen``: keyword arguments of ``PCEN`` (time_constant,
+    gain, bias, power); None = librosa's defaults.
     """
 
     PCEN_SCALE = 2.0**31
@@ -74,14 +75,14 @@ class LogMel(nn.Module):
     def __init__(
         self, *, sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
         f_min: float = 0.0, f_max: float = 0.0, eps: float = 1e-6, compression: str = "log",
-        delta_width: int = 0,
+        delta_width: int = 0, pcen: dict | None = None,
     ):
         super().__init__()
         self.n_fft, self.hop_length, self.eps = n_fft, hop_length, eps
         if compression not in CHOICES["features.compression"]:
             raise ValueError(f"compression must be one of {CHOICES['features.compression']}, got {compression!r}")
         self.use_log = "log" in compression
-        self.pcen = PCEN(sample_rate=sample_rate, hop_length=hop_length) if "pcen" in compression else None
+        self.pcen = PCEN(sample_rate=sample_rate, hop_length=hop_length, **(pcen or {})) if "pcen" in compression else None
         if delta_width and (delta_width < 3 or delta_width % 2 == 0):
             raise ValueError(f"delta_width must be 0 (off) or an odd number >= 3, got {delta_width}")
         self.delta_width = delta_width

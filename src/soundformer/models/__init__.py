@@ -46,11 +46,12 @@ class StandardisedFrontEnd(nn.Module):
 class LogMelFrontEnd(StandardisedFrontEnd):
     """Waveform -> log-mel (or PCEN-mel), standardised per mel bin with statistics of the training data."""
 
-    def __init__(self, *, sample_rate, n_fft, hop_length, n_mels, f_min, f_max, compression="log", delta_width=0):
+    def __init__(self, *, sample_rate, n_fft, hop_length, n_mels, f_min, f_max, compression="log", delta_width=0,
+                 pcen=None):
         super().__init__()
         self.logmel = LogMel(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                              n_mels=n_mels, f_min=f_min, f_max=f_max, compression=compression,
-                             delta_width=delta_width)
+                             delta_width=delta_width, pcen=pcen)
         shape = (n_mels, 1) if self.logmel.channels == 1 else (self.logmel.channels, n_mels, 1)
         self.register_buffer("mean", torch.zeros(shape))  # (M, 1) or (C, M, 1)
         self.register_buffer("std", torch.ones(shape))
@@ -273,7 +274,9 @@ def build_model(cfg: Config, n_classes: int) -> AudioClassifier:
                                token_layout=m.token_layout, **enc)
     frontend = LogMelFrontEnd(sample_rate=a.sample_rate, n_fft=f.n_fft, hop_length=f.hop_length,
                               n_mels=f.n_mels, f_min=f.f_min, f_max=f.f_max, compression=f.compression,
-                              delta_width=f.delta_width)
+                              delta_width=f.delta_width,
+                              pcen=dict(time_constant=f.pcen_time_constant, gain=f.pcen_gain, bias=f.pcen_bias,
+                                        power=f.pcen_power))
     if m.name == "logmel_cnn":
         return LogMelCNN(frontend=frontend, channels=m.channels, dropout=m.dropout, n_classes=n_classes,
                          double=m.stem_double, stride_time=m.stem_stride, pool_kind=m.stem_pool,
