@@ -25,11 +25,14 @@ def job_names(folder: Path | str) -> list[str]:
     return list(cv_summary(folder)["jobs_planned"])
 
 
-def checkpoint_paths(folder: Path | str) -> dict[str, Path]:
-    """job -> its saved model, for scripts that score the models again."""
-    paths = {job: Path(folder) / job / "checkpoints" / "model.pt" for job in job_names(folder)}
+def checkpoint_paths(folder: Path | str, test_folds: list[int] | None = None) -> dict[str, Path]:
+    """job -> its saved model, for scripts that score the models again. ``test_folds`` (e.g. [1, 2])
+    names the test folds to read directly (test1/, test2/), so a run stopped before its last fold
+    can be scored on the folds it finished; None = every job of a finished run."""
+    jobs = [f"test{k}" for k in test_folds] if test_folds else job_names(folder)
+    paths = {job: Path(folder) / job / "checkpoints" / "model.pt" for job in jobs}
     missing = [job for job, path in paths.items() if not path.is_file()]
     if missing:
         sys.exit(f"error: {folder} has no checkpoints/model.pt for {', '.join(missing)} "
-                 "(copied without checkpoints?); this script scores the saved models again")
+                 "(not finished, or copied without checkpoints?); this script scores the saved models again")
     return paths

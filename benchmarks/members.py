@@ -3,11 +3,14 @@ on its test clips, member by member, and say how often the members disagree, how
 one of them is right, and what their average scores.
 
     python benchmarks/members.py runs/v23_ens_s2 runs/v24_dml_s2
+    python benchmarks/members.py --folds 1,2,3 --per-fold runs/v81_bce_pgain08_s12   # a stopped run
 
 Prints one row per cv folder, each figure a mean over its folds: each member's accuracy, the
 ensemble's (the mean of the members' probabilities, as the model predicts), the share of test
 clips whose members give different classes, and the share that at least one member gets right
-(the most any way of combining them could reach).
+(the most any way of combining them could reach). `--folds` scores only those test folds (read
+directly, so a run stopped before its last fold works too); `--per-fold` adds a table of each
+fold's errors, member by member.
 """
 
 from __future__ import annotations
@@ -39,13 +42,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cv_folders", nargs="+")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--folds", default="", help="comma-separated test folds to score (e.g. 1,2,3,4), read from "
+                    "testK/ directly, so a stopped run works too; default: every fold of a finished run")
+    ap.add_argument("--per-fold", action="store_true", help="also print each fold's errors per member")
     args = ap.parse_args()
+    try:
+        folds = [int(k) for k in args.folds.split(",")] if args.folds else None
+    except ValueError:
+        ap.error(f"--folds takes comma-separated fold numbers (e.g. 1,2,3,4), got {args.folds!r}")
     torch.set_num_threads(args.threads)
-    rows = []
+    rows, fold_rows = [], []
     for folder in map(Path, args.cv_folders):
         member_accs, together, disagree, oracle = [], [], [], []
-        for job, checkpoint in checkpoint_paths(folder).items():
+        for job, checkpoint in checkpoint_paths(folder, folds).items():
             names, probs, labels = member_probs(folder / job, checkpoint)
+            fold_rows.append((folder.name, job, [int((p.argmax(1) != labels).sum()) for p in probs],
+                              int((np.mean(probs, 0).argmax(1) != labels).sum()), len(labels)))
             right = [p.argmax(1) == labels for p in probs]  # each (n_clips,)
             member_accs.append([r.mean() for r in right])
             together.append((np.mean(probs, 0).argmax(1) == labels).mean())
@@ -59,6 +71,12 @@ def main() -> None:
     for run, _, per_member, together, dis, orc in rows:
         cells = [f"{100 * a:.2f} %" for a in per_member]
         print(f"| {run} | " + " | ".join(cells) + f" | {100 * np.mean(together):.2f} % | {100 * dis:.2f} % | {100 * orc:.2f} % |")
+    if args.per_fold:
+        print()
+        print("| run | fold | " + " | ".join(f"{m} member errors" for m in names) + " | ensemble errors | clips |")
+        print("|---|---|" + "---|" * (len(names) + 2))
+        for run, job, member_errors, ensemble_errors, n in fold_rows:
+            print(f"| {run} | {job} | " + " | ".join(map(str, member_errors)) + f" | {ensemble_errors} | {n} |")
 
 
 if __name__ == "__main__":

@@ -461,6 +461,24 @@ def test_members_scores_each_member_and_recomputes_the_trained_ensemble(tiny_esc
     log_acc, pcen_acc, ensemble, disagree, oracle = (float(c.rstrip(" %")) for c in cells[1:])
     assert ensemble == pytest.approx(100 * summary["test_acc_mean"], abs=0.01)  # the members' average, as trained
     assert max(log_acc, pcen_acc) <= oracle <= 100 and 0 <= disagree <= 100
+    # a run stopped after fold 1: only test1 is scored, each fold's errors member by member
+    (tmp_path / "cv" / "cv_summary.json").unlink()
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "members.py"), "--folds", "1", "--per-fold",
+                          str(tmp_path / "cv")], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert out.returncode == 0, out.stderr
+    fold_table = out.stdout.strip().split("\n\n")[1].splitlines()
+    assert fold_table[0] == "| run | fold | log member errors | pcen member errors | ensemble errors | clips |"
+    assert len(fold_table) == 3  # header, rule, fold 1
+    run, job, log_errors, pcen_errors, ensemble_errors, clips = (c.strip() for c in fold_table[2].strip("|").split("|"))
+    fold1 = json.loads((tmp_path / "cv" / "test1" / "summary.json").read_text())
+    assert job == "test1" and int(ensemble_errors) == round((1 - fold1["test_acc"]) * int(clips))
+    assert 0 <= int(log_errors) <= int(clips) and 0 <= int(pcen_errors) <= int(clips)
+    missing = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "members.py"), "--folds", "1,9",
+                              str(tmp_path / "cv")], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert missing.returncode == 1 and "no checkpoints/model.pt for test9" in missing.stderr
+    assert "Traceback" not in missing.stderr
 
 
 def test_tta_crop_row_matches_the_trained_eval_crops_and_adds_the_report_ensemble(tiny_esc10, tmp_path):
