@@ -27,9 +27,13 @@ def job_names(folder: Path | str) -> list[str]:
 
 def checkpoint_paths(folder: Path | str, test_folds: list[int] | None = None) -> dict[str, Path]:
     """job -> its saved model, for scripts that score the models again. ``test_folds`` (e.g. [1, 2])
-    names the test folds to read directly (test1/, test2/), so a run stopped before its last fold
-    can be scored on the folds it finished; None = every job of a finished run."""
-    jobs = [f"test{k}" for k in test_folds] if test_folds else job_names(folder)
+    names the folds to read directly (test1/ under the standard protocol, val1/ under the report
+    protocol), so a run stopped before its last fold can be scored on the folds it finished;
+    None = every job of a finished run."""
+    def job_of(k: int) -> str:
+        return next((j for j in (f"test{k}", f"val{k}") if (Path(folder) / j).is_dir()), f"test{k}")
+
+    jobs = [job_of(k) for k in test_folds] if test_folds else job_names(folder)
     paths = {job: Path(folder) / job / "checkpoints" / "model.pt" for job in jobs}
     missing = [job for job, path in paths.items() if not path.is_file()]
     if missing:

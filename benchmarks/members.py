@@ -8,9 +8,9 @@ one of them is right, and what their average scores.
 Prints one row per cv folder, each figure a mean over its folds: each member's accuracy, the
 ensemble's (the mean of the members' probabilities, as the model predicts), the share of test
 clips whose members give different classes, and the share that at least one member gets right
-(the most any way of combining them could reach). `--folds` scores only those test folds (read
-directly, so a run stopped before its last fold works too); `--per-fold` adds a table of each
-fold's errors, member by member.
+(the most any way of combining them could reach). `--folds` scores only those folds' jobs (testK/
+under the standard protocol, valK/ under the report protocol, read directly, so a run stopped
+before its last fold works too); `--per-fold` adds a table of each fold's errors, member by member.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("cv_folders", nargs="+")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--folds", default="", help="comma-separated test folds to score (e.g. 1,2,3,4), read from "
-                    "testK/ directly, so a stopped run works too; default: every fold of a finished run")
+    ap.add_argument("--folds", default="", help="comma-separated folds to score (e.g. 1,2,3,4), read from testK/ "
+                    "(or valK/ under --protocol report) directly, so a stopped run works too; default: every "
+                    "fold of a finished run")
     ap.add_argument("--per-fold", action="store_true", help="also print each fold's errors per member")
     args = ap.parse_args()
     try:

@@ -474,6 +474,12 @@ def test_members_scores_each_member_and_recomputes_the_trained_ensemble(tiny_esc
     fold1 = json.loads((tmp_path / "cv" / "test1" / "summary.json").read_text())
     assert job == "test1" and int(ensemble_errors) == round((1 - fold1["test_acc"]) * int(clips))
     assert 0 <= int(log_errors) <= int(clips) and 0 <= int(pcen_errors) <= int(clips)
+    (tmp_path / "cv" / "test1").rename(tmp_path / "cv" / "val1")  # a report-protocol job reads the same
+    report = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "members.py"), "--folds", "1", "--per-fold",
+                             str(tmp_path / "cv")], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.strip().split("\n\n")[1].splitlines()[2] == fold_table[2].replace("test1", "val1")
     missing = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "members.py"), "--folds", "1,9",
                               str(tmp_path / "cv")], capture_output=True, text=True,
                              env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
