@@ -57,14 +57,15 @@ def main() -> None:
         member_accs, together, disagree, oracle = [], [], [], []
         for job, checkpoint in checkpoint_paths(folder, folds).items():
             names, probs, labels = member_probs(folder / job, checkpoint)
-            fold_rows.append((folder.name, job, [int((p.argmax(1) != labels).sum()) for p in probs],
-                              int((np.mean(probs, 0).argmax(1) != labels).sum()), len(labels)))
-            right = [p.argmax(1) == labels for p in probs]  # each (n_clips,)
-            member_accs.append([r.mean() for r in right])
-            together.append((np.mean(probs, 0).argmax(1) == labels).mean())
             choices = np.stack([p.argmax(1) for p in probs])  # (members, n_clips)
+            right = choices == labels  # (members, n_clips)
+            ensemble_right = np.mean(probs, 0).argmax(1) == labels  # (n_clips,)
+            fold_rows.append((folder.name, job, [int((~r).sum()) for r in right], int((~ensemble_right).sum()),
+                              len(labels)))
+            member_accs.append(right.mean(1))
+            together.append(ensemble_right.mean())
             disagree.append((choices != choices[0]).any(0).mean())
-            oracle.append(np.any(right, 0).mean())
+            oracle.append(right.any(0).mean())
         rows.append((folder.name, names, np.mean(member_accs, 0), together, np.mean(disagree), np.mean(oracle)))
     names = rows[0][1]
     print("| run | " + " | ".join(f"{m} member" for m in names) + " | ensemble | members disagree | one or more right |")

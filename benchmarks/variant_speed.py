@@ -4,10 +4,11 @@ Each variant is a name and ``--set`` overrides. For each, the real training step
 (``soundformer.train.TrainStep`` forward, backward and AdamW; the model placed as training places
 it) runs on a batch of random audio of the length the training loader gives it
 (``soundformer.train.loader_length``: the training crop, or whole windows with
-``augment.member_crops``, each member then cutting its own crops). Variants run in turn for ``--rounds`` rounds, so that a drifting
-machine affects them alike, after one untimed round (the process's first model pays for warming it
-up); each round times ``--steps`` steps after two warm-up steps. Prints the
-median and mean step time per variant and its ratio to the first (the preset as it is).
+``augment.member_crops``, each member then cutting its own crops). Variants run in turn for
+``--rounds`` rounds, so that a drifting machine affects them alike, after one untimed round (the
+process's first model pays for warming it up); each round times ``--steps`` steps after two warm-up
+steps. Prints the median and mean step time per variant and its ratio to the first (the preset as
+it is).
 
 Per-step time leaves out what a whole fold also pays (evaluation, checkpoints), so a ratio here is a
 lower bound on a fold's: the fifty-first session's wider encoder timed +6.6 % per step and trained
