@@ -54,32 +54,27 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rows, fold_rows = [], []
     for folder in map(Path, args.cv_folders):
-        member_accs, together, disagree, oracle = [], [], [], []
+        jobs = []  # one per fold: (job, right: (members + 1, n_clips) with the ensemble last, disagree, oracle)
         for job, checkpoint in checkpoint_paths(folder, folds).items():
             names, probs, labels = member_probs(folder / job, checkpoint)
-            choices = np.stack([p.argmax(1) for p in probs])  # (members, n_clips)
-            right = choices == labels  # (members, n_clips)
-            ensemble_right = np.mean(probs, 0).argmax(1) == labels  # (n_clips,)
-            fold_rows.append((folder.name, job, [int((~r).sum()) for r in right], int((~ensemble_right).sum()),
-                              len(labels)))
-            member_accs.append(right.mean(1))
-            together.append(ensemble_right.mean())
-            disagree.append((choices != choices[0]).any(0).mean())
-            oracle.append(right.any(0).mean())
-        rows.append((folder.name, names, np.mean(member_accs, 0), together, np.mean(disagree), np.mean(oracle)))
+            choices = np.stack([p.argmax(1) for p in probs] + [np.mean(probs, 0).argmax(1)])  # (members + 1, n_clips)
+            right = choices == labels
+            jobs.append((job, right, (choices[:-1] != choices[0]).any(0).mean(), right[:-1].any(0).mean()))
+        accuracy = np.mean([right.mean(1) for _, right, _, _ in jobs], 0)  # (members + 1,), the ensemble last
+        rows.append((folder.name, names, accuracy, np.mean([j[2] for j in jobs]), np.mean([j[3] for j in jobs])))
+        fold_rows += [(folder.name, job, (~right).sum(1), right.shape[1]) for job, right, _, _ in jobs]
     names = rows[0][1]
     print("| run | " + " | ".join(f"{m} member" for m in names) + " | ensemble | members disagree | one or more right |")
     print("|---|" + "---|" * (len(names) + 3))
-    for run, _, per_member, together, dis, orc in rows:
-        cells = [f"{100 * a:.2f} %" for a in per_member]
-        print(f"| {run} | " + " | ".join(cells) + f" | {100 * np.mean(together):.2f} % | {100 * dis:.2f} % | {100 * orc:.2f} % |")
+    for run, _, accuracy, dis, orc in rows:
+        cells = [f"{100 * a:.2f} %" for a in accuracy]  # each member's, then the ensemble's
+        print(f"| {run} | " + " | ".join(cells) + f" | {100 * dis:.2f} % | {100 * orc:.2f} % |")
     if args.per_fold:
         print()
         print("| run | fold | " + " | ".join(f"{m} member errors" for m in names) + " | ensemble errors | clips |")
         print("|---|---|" + "---|" * (len(names) + 2))
-        for run, job, member_errors, ensemble_errors, n in fold_rows:
-            print(f"| {run} | {job} | " + " | ".join(map(str, member_errors)) + f" | {ensemble_errors} | {n} |")
-
+        for run, job, errors, n in fold_rows:  # errors: each member's, then the ensemble's
+            print(f"| {run} | {job} | " + " | ".join(map(str, errors)) + f" | {n} |")
 
 if __name__ == "__main__":
     main()

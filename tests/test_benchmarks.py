@@ -452,8 +452,12 @@ def test_members_scores_each_member_and_recomputes_the_trained_ensemble(tiny_esc
     cfg = tiny_cfg("train.epochs=2", "model.ensemble=[log,pcen]", "train.mutual_learning=1")
     summary = run_cv(cfg, load_manifest(tiny_esc10), tmp_path / "cv", protocol="standard", progress=False,
                      log=lambda _: None)
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "members.py"), str(tmp_path / "cv")],
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+
+    def members(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "members.py"), *args, str(tmp_path / "cv")],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+
+    out = members()
     assert out.returncode == 0, out.stderr
     header, _, row = out.stdout.strip().splitlines()
     assert header.startswith("| run | log member | pcen member | ensemble |")
@@ -463,9 +467,7 @@ def test_members_scores_each_member_and_recomputes_the_trained_ensemble(tiny_esc
     assert max(log_acc, pcen_acc) <= oracle <= 100 and 0 <= disagree <= 100
     # a run stopped after fold 1: only test1 is scored, each fold's errors member by member
     (tmp_path / "cv" / "cv_summary.json").unlink()
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "members.py"), "--folds", "1", "--per-fold",
-                          str(tmp_path / "cv")], capture_output=True, text=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    out = members("--folds", "1", "--per-fold")
     assert out.returncode == 0, out.stderr
     fold_table = out.stdout.strip().split("\n\n")[1].splitlines()
     assert fold_table[0] == "| run | fold | log member errors | pcen member errors | ensemble errors | clips |"
@@ -475,14 +477,10 @@ def test_members_scores_each_member_and_recomputes_the_trained_ensemble(tiny_esc
     assert job == "test1" and int(ensemble_errors) == round((1 - fold1["test_acc"]) * int(clips))
     assert 0 <= int(log_errors) <= int(clips) and 0 <= int(pcen_errors) <= int(clips)
     (tmp_path / "cv" / "test1").rename(tmp_path / "cv" / "val1")  # a report-protocol job reads the same
-    report = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "members.py"), "--folds", "1", "--per-fold",
-                             str(tmp_path / "cv")], capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    report = members("--folds", "1", "--per-fold")
     assert report.returncode == 0, report.stderr
     assert report.stdout.strip().split("\n\n")[1].splitlines()[2] == fold_table[2].replace("test1", "val1")
-    missing = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "members.py"), "--folds", "1,9",
-                              str(tmp_path / "cv")], capture_output=True, text=True,
-                             env={**os.environ, "PYTHONPATH": str(ROOT / "src")})
+    missing = members("--folds", "1,9")
     assert missing.returncode == 1 and "no checkpoints/model.pt for test9" in missing.stderr
     assert "Traceback" not in missing.stderr
 
