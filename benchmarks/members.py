@@ -76,5 +76,6 @@ def main() -> None:
         for run, job, errors, n in fold_rows:  # errors: each member's, then the ensemble's
             print(f"| {run} | {job} | " + " | ".join(map(str, errors)) + f" | {n} |")
 
+
 if __name__ == "__main__":
     main()
